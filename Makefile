@@ -1,0 +1,32 @@
+# The verbs a newcomer types. Everything the targets need is built here.
+GO      ?= go
+BIN     := bin
+# Benchmarks: fixed call counts, so figures are comparable between runs.
+BENCH_CALLS ?= 20000x
+BENCH_PROCS ?= 300x
+
+.PHONY: all build test vet bench demo clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+test: vet
+	$(GO) test -race -count=1 ./...
+
+bench: build
+	$(GO) test -run '^$$' -bench 'Lookup' -benchtime $(BENCH_CALLS) ./tests/
+	$(GO) test -run '^$$' -bench 'RPCQuery' -benchtime $(BENCH_PROCS) ./tests/
+	$(GO) test -run '^$$' -bench . -benchmem ./masterd/ ./slaved/
+
+demo: build
+	./scripts/demo.sh
+
+clean:
+	rm -rf $(BIN)

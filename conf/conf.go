@@ -1,0 +1,185 @@
+// Package conf holds the configuration of each muster daemon: defaults, then
+// the TOML file over them, then Validate. Every error names the file, the key
+// and what was expected.
+package conf
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/sirupsen/logrus"
+
+	"github.com/muster-lab/muster/internal/pki"
+)
+
+// Error is one problem with a config file.
+type Error struct {
+	File string
+	Key  string // dotted TOML key; empty for the file as a whole
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	if e.Key == "" {
+		return e.File + ": " + e.Msg
+	}
+	return e.File + ": " + e.Key + ": " + e.Msg
+}
+
+// checker gathers every problem of a file, so a user fixes them in one go.
+type checker struct {
+	file string
+	errs []error
+}
+
+func (c *checker) add(key, format string, args ...any) {
+	c.errs = append(c.errs, &Error{File: c.file, Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (c *checker) err() error { return errors.Join(c.errs...) }
+
+// decode reads path over dst, which holds the defaults, and refuses keys
+// that dst does not have.
+func decode(path string, dst any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	md, err := toml.Decode(string(data), dst)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return &Error{File: path, Msg: fmt.Sprintf("line %d: %s", pe.Position.Line, pe.Message)}
+		}
+		return &Error{File: path, Msg: err.Error()}
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		var c checker
+		c.file = path
+		for _, k := range und {
+			c.add(k.String(), "unknown key: check its spelling against the commented example in conf/examples")
+		}
+		return c.err()
+	}
+	return nil
+}
+
+// TLS names a node's certificate files. Relative paths are read from the
+// config file's directory.
+type TLS struct {
+	CA   string `toml:"ca"`
+	Cert string `toml:"cert"`
+	Key  string `toml:"key"`
+}
+
+func (t *TLS) resolve(dir string) {
+	for _, p := range []*string{&t.CA, &t.Cert, &t.Key} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+}
+
+// load checks the files and that the certificate is the right role for the
+// daemon and names the configured cluster.
+func (t TLS) load(c *checker, role pki.Role, cluster string) *pki.Store {
+	missing := false
+	for _, f := range []struct{ key, path string }{{"tls.ca", t.CA}, {"tls.cert", t.Cert}, {"tls.key", t.Key}} {
+		if f.path == "" {
+			c.add(f.key, "missing: give the path of a PEM file made by certgen")
+			missing = true
+		}
+	}
+	if missing {
+		return nil
+	}
+	st, err := pki.Load(pki.Files{CA: t.CA, Cert: t.Cert, Key: t.Key})
+	if err != nil {
+		c.add("tls", "%v", err)
+		return nil
+	}
+	id := st.Identity()
+	if id.Role != role {
+		c.add("tls.cert", "certificate %s is for %s, a %s; this daemon needs a %s certificate (certgen issue --role %s --name NAME)",
+			filepath.Base(t.Cert), id, id.Role, role, role)
+		return nil
+	}
+	if cluster != "" && id.Cluster != cluster {
+		c.add("tls.cert", "certificate %s is for cluster %q but the config says cluster = %q", filepath.Base(t.Cert), id.Cluster, cluster)
+		return nil
+	}
+	return st
+}
+
+// Duration is a time.Duration written as a string: "1s", "250ms".
+type Duration time.Duration
+
+// UnmarshalText reads a duration with a unit.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration: write a number with a unit, like \"1s\" or \"250ms\"", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes the duration as time.Duration does.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// D is the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (c *checker) duration(key string, d Duration, lo, hi time.Duration) {
+	if d.D() < lo || d.D() > hi {
+		c.add(key, "%v is out of range: want between %v and %v", d.D(), lo, hi)
+	}
+}
+
+func (c *checker) hostPort(key, v string, wantHost bool) {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		c.add(key, "%q is not HOST:PORT: %v", v, err)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		c.add(key, "%q: port %q is not a number from 0 to 65535", v, port)
+	}
+	if wantHost && host == "" {
+		c.add(key, "%q has no host: give an address others can reach", v)
+	}
+}
+
+func (c *checker) logLevel(v string) {
+	if _, err := logrus.ParseLevel(v); err != nil {
+		c.add("log_level", "%q is not a level: want one of panic, fatal, error, warn, info, debug, trace", v)
+	}
+}
+
+func (c *checker) positive(key string, n, hi int) {
+	if n <= 0 || n > hi {
+		c.add(key, "%d is out of range: want 1 to %d", n, hi)
+	}
+}
+
+func (c *checker) name(key, v string) {
+	if err := pki.ValidName(v); err != nil {
+		c.add(key, "%v", err)
+	}
+}
+
+func resolvePath(dir string, p *string) {
+	if *p != "" && !filepath.IsAbs(*p) {
+		*p = filepath.Join(dir, *p)
+	}
+}
+
+// pathKey renders a dotted key for messages.
+func pathKey(parts ...string) string { return strings.Join(parts, ".") }

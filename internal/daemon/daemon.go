@@ -1,0 +1,72 @@
+// Package daemon holds what every muster daemon's main does the same way:
+// its logger, its signals and its readiness line.
+package daemon
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+)
+
+// NewLogger makes a daemon's own logger, writing to stderr at level.
+func NewLogger(level string) *logrus.Logger {
+	l := logrus.New()
+	l.SetOutput(os.Stderr)
+	l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000"})
+	if lv, err := logrus.ParseLevel(level); err == nil {
+		l.SetLevel(lv)
+	}
+	return l
+}
+
+// Context ends on SIGINT or SIGTERM.
+func Context() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// OnHangup calls reload on every SIGHUP until ctx ends, logging the outcome.
+func OnHangup(ctx context.Context, log logrus.FieldLogger, reload func() error) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(ch)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ch:
+				if err := reload(); err != nil {
+					log.WithError(err).Error("SIGHUP: reload failed; still using the previous certificates")
+				} else {
+					log.Info("SIGHUP: certificates reloaded")
+				}
+			}
+		}
+	}()
+}
+
+// Ready logs the line end-to-end tests and scripts wait for.
+func Ready(log logrus.FieldLogger, fields logrus.Fields) {
+	log.WithFields(fields).Info("ready")
+}
+
+// Usage sets a flag set's help: a synopsis, a paragraph, then the flags.
+func Usage(fs *flag.FlagSet, synopsis, about string) {
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "usage: %s\n\n%s\n\nflags:\n", synopsis, about)
+		fs.PrintDefaults()
+	}
+}
+
+// Fatal prints a one-line error for the user and exits 1.
+func Fatal(w io.Writer, prog string, err error) {
+	fmt.Fprintf(w, "%s: %v\n", prog, err)
+	os.Exit(1)
+}

@@ -1,0 +1,306 @@
+// Package tlsrpc serves net/rpc over mutual TLS and over a UNIX-domain socket,
+// with the limits a server facing untrusted networks needs: a cap on
+// concurrent connections, a deadline on every handshake, and idle connections
+// closed. Each connection gets its own rpc.Server whose receivers know who is
+// calling.
+package tlsrpc
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/rpc"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/muster-lab/muster/internal/pki"
+	"github.com/muster-lab/muster/rpcdef"
+)
+
+// Peer is the other end of one connection.
+type Peer struct {
+	ConnID   uint64       // unique among this process's connections
+	Addr     string       // remote address, or "unix" with the peer's pid
+	Identity pki.Identity // from the verified certificate; zero on the local socket
+	Local    bool         // reached over the UNIX-domain socket
+	UID      uint32       // the local peer's user id, from SO_PEERCRED
+	// Done is closed when the connection stops reading: the peer went away,
+	// was idle too long, or the server is stopping. A handler that blocks
+	// (a long poll) must return when it closes.
+	Done <-chan struct{}
+}
+
+// Attach registers the receivers of one connection on srv. The detach
+// function, if not nil, runs when the connection has ended.
+type Attach func(srv *rpc.Server, p Peer) (detach func(), err error)
+
+// Options bounds what a connection may cost.
+type Options struct {
+	HandshakeTimeout time.Duration // default 5s
+	IdleTimeout      time.Duration // no request for this long closes the connection; default 5m
+	WriteTimeout     time.Duration // a reply not taken by the peer in this time closes it; default 10s
+	MaxConns         int           // connections at once; past it new ones are closed; default 1024
+	MaxMessage       int           // bytes in one request; default rpcdef.DefaultMaxMessage
+}
+
+func (o *Options) defaults() {
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 5 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 5 * time.Minute
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = 1024
+	}
+}
+
+// Refusal reasons, as counted by Server.Refused.
+const (
+	RefusedHandshake = "handshake"
+	RefusedCap       = "connection cap"
+	RefusedAttach    = "attach"
+)
+
+// Server accepts connections on one listener.
+type Server struct {
+	ln     net.Listener
+	tls    *tls.Config // nil on a UNIX-domain socket
+	opts   Options
+	attach Attach
+	log    logrus.FieldLogger
+
+	slots  chan struct{}
+	nextID *atomic.Uint64
+
+	mu      sync.Mutex
+	conns   map[*conn]struct{}
+	closed  bool
+	wg      sync.WaitGroup
+	refused sync.Map // reason -> *atomic.Uint64
+}
+
+var connIDs atomic.Uint64
+
+// New serves on ln. With tlsConf each connection must complete a mutual-TLS
+// handshake first; without it, ln must be a UNIX-domain listener and each
+// peer's credentials are read from the socket.
+func New(ln net.Listener, tlsConf *tls.Config, opts Options, attach Attach, log logrus.FieldLogger) (*Server, error) {
+	opts.defaults()
+	if tlsConf == nil {
+		if _, ok := ln.(*net.UnixListener); !ok {
+			return nil, fmt.Errorf("serve %s without TLS: only a UNIX-domain socket may do that", ln.Addr())
+		}
+	}
+	return &Server{
+		ln: ln, tls: tlsConf, opts: opts, attach: attach, log: log,
+		slots:  make(chan struct{}, opts.MaxConns),
+		nextID: &connIDs,
+		conns:  make(map[*conn]struct{}),
+	}, nil
+}
+
+// Addr is where the server listens.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Refused counts connections refused for a reason since the start.
+func (s *Server) Refused(reason string) uint64 {
+	if v, ok := s.refused.Load(reason); ok {
+		return v.(*atomic.Uint64).Load()
+	}
+	return 0
+}
+
+// Conns is the number of connections open now.
+func (s *Server) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+func (s *Server) refuse(reason, addr string, err error) {
+	v, _ := s.refused.LoadOrStore(reason, new(atomic.Uint64))
+	v.(*atomic.Uint64).Add(1)
+	s.log.WithFields(logrus.Fields{"peer": addr, "reason": reason}).Warnf("refused connection: %v", err)
+}
+
+// Serve accepts connections until ctx ends or the listener fails, then
+// closes every connection and waits for their handlers.
+func (s *Server) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	var backoff time.Duration
+	for {
+		raw, err := s.ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed || errors.Is(err, net.ErrClosed) {
+				s.Close()
+				s.wg.Wait()
+				return nil
+			}
+			// Out of file descriptors and the like: wait and try again, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.WithError(err).Warnf("accept failed; retrying in %v", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		backoff = 0
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			s.refuse(RefusedCap, raw.RemoteAddr().String(), fmt.Errorf("%d connections open, the cap", s.opts.MaxConns))
+			raw.Close()
+			continue
+		}
+		c := &conn{raw: raw, rw: raw, idle: s.opts.IdleTimeout, write: s.opts.WriteTimeout, done: make(chan struct{})}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			raw.Close()
+			<-s.slots
+			continue
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.handle(ctx, c)
+	}
+}
+
+func (s *Server) handle(ctx context.Context, c *conn) {
+	defer func() {
+		c.Close()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		<-s.slots
+		s.wg.Done()
+	}()
+	peer := Peer{ConnID: s.nextID.Add(1), Addr: c.raw.RemoteAddr().String(), Done: c.done}
+	if s.tls != nil {
+		tc := tls.Server(c.raw, s.tls)
+		hctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
+				err = fmt.Errorf("TLS handshake not finished within %v", s.opts.HandshakeTimeout)
+			}
+			s.refuse(RefusedHandshake, peer.Addr, err)
+			return
+		}
+		id, err := pki.PeerIdentity(tc.ConnectionState())
+		if err != nil {
+			s.refuse(RefusedHandshake, peer.Addr, err)
+			return
+		}
+		peer.Identity = id
+		c.rw = tc
+	} else {
+		cred, err := peerCred(c.raw)
+		if err != nil {
+			s.refuse(RefusedHandshake, "unix", err)
+			return
+		}
+		peer.Local = true
+		peer.UID = cred.Uid
+		peer.Addr = fmt.Sprintf("unix:pid=%d,uid=%d", cred.Pid, cred.Uid)
+	}
+	srv := rpc.NewServer()
+	detach, err := s.attach(srv, peer)
+	if err != nil {
+		s.refuse(RefusedAttach, peer.Addr, err)
+		return
+	}
+	if detach != nil {
+		defer detach()
+	}
+	srv.ServeCodec(rpcdef.NewServerCodec(c, s.opts.MaxMessage))
+}
+
+// Close stops accepting and closes every connection. It is safe to call twice.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	err := s.ln.Close()
+	for _, c := range conns {
+		c.Close()
+	}
+	return err
+}
+
+func peerCred(c net.Conn) (*unix.Ucred, error) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil, fmt.Errorf("not a UNIX-domain connection")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	if serr != nil {
+		return nil, fmt.Errorf("read peer credentials: %w", serr)
+	}
+	return cred, nil
+}
+
+// conn sets a deadline before every read and write, and closes done when
+// reading stops. rw is the stream (TLS over raw, or raw itself); it is set
+// before the first Read. Close touches only raw, so the server may close a
+// connection while its handler is still setting it up.
+type conn struct {
+	raw, rw     net.Conn
+	idle, write time.Duration
+	done        chan struct{}
+	once        sync.Once
+}
+
+func (c *conn) Read(p []byte) (int, error) {
+	c.raw.SetReadDeadline(time.Now().Add(c.idle))
+	n, err := c.rw.Read(p)
+	if err != nil {
+		c.once.Do(func() { close(c.done) })
+	}
+	return n, err
+}
+
+func (c *conn) Write(p []byte) (int, error) {
+	c.raw.SetWriteDeadline(time.Now().Add(c.write))
+	return c.rw.Write(p)
+}
+
+func (c *conn) Close() error {
+	c.once.Do(func() { close(c.done) })
+	return c.raw.Close()
+}

@@ -1,0 +1,277 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/rpc"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/muster-lab/muster/conf"
+	"github.com/muster-lab/muster/internal/atomicfile"
+	"github.com/muster-lab/muster/internal/pki"
+	"github.com/muster-lab/muster/internal/tlsrpc"
+	"github.com/muster-lab/muster/rpcdef"
+)
+
+// stateFile is the table's file in the state directory.
+const stateFile = "registry.json"
+
+// Server is registryd: the table, its TLS listener and its local socket.
+type Server struct {
+	cfg   *conf.Registry
+	log   logrus.FieldLogger
+	table *Table
+	uid   uint32 // the registry's own user, who may register over the socket
+
+	tcp  *tlsrpc.Server
+	unix *tlsrpc.Server
+}
+
+// New loads the saved table, binds the TLS listener and the socket, and
+// returns a server ready to Run.
+func New(cfg *conf.Registry, log logrus.FieldLogger) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("registry config has no loaded certificates: use conf.LoadRegistry")
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state directory: %w", err)
+	}
+	path := filepath.Join(cfg.StateDir, stateFile)
+	s := &Server{cfg: cfg, log: log, uid: uint32(os.Getuid())}
+	s.table = NewTable(cfg.LeaseTTL.D(), nil, func(b []byte) error { return atomicfile.Write(path, b, 0o600) })
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("read saved table: %w", err)
+	default:
+		n, err := s.table.Restore(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w (move it aside to start with an empty table)", path, err)
+		}
+		if n > 0 {
+			log.Infof("restored %d registrations from %s as stale; each stays only if its owner renews within %v", n, path, cfg.LeaseTTL.D())
+		}
+	}
+
+	opts := tlsrpc.Options{
+		HandshakeTimeout: cfg.HandshakeTimeout.D(),
+		IdleTimeout:      cfg.IdleTimeout.D(),
+		MaxConns:         cfg.MaxConns,
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	s.tcp, err = tlsrpc.New(ln, cfg.Store.ServerConfig(), opts, s.attach, log.WithField("listener", "tls"))
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if cfg.Socket != "" {
+		uln, err := listenUnix(cfg.Socket)
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		s.unix, err = tlsrpc.New(uln, nil, opts, s.attach, log.WithField("listener", "unix"))
+		if err != nil {
+			ln.Close()
+			uln.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// listenUnix binds the local socket, replacing a socket file left by a
+// registry that is no longer running, and lets anyone connect: lookups need
+// no credentials, and registrations are checked with SO_PEERCRED.
+func listenUnix(path string) (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("socket path %s exists and is not a socket; remove it or choose another socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("socket %s is in use: is another registryd running?", path)
+		}
+		os.Remove(path)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// Addr is the TLS listener's address.
+func (s *Server) Addr() net.Addr { return s.tcp.Addr() }
+
+// Table is the server's lease table.
+func (s *Server) Table() *Table { return s.table }
+
+// Run serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.tcp.Serve(ctx) })
+	if s.unix != nil {
+		g.Go(func() error { return s.unix.Serve(ctx) })
+	}
+	g.Go(func() error { s.expireLoop(ctx); return nil })
+	return g.Wait()
+}
+
+// Close stops both listeners. It is safe to call twice.
+func (s *Server) Close() error {
+	err := s.tcp.Close()
+	if s.unix != nil {
+		s.unix.Close()
+	}
+	return err
+}
+
+// Reload reads the certificates again (on SIGHUP).
+func (s *Server) Reload() error {
+	return s.cfg.Store.Reload()
+}
+
+func (s *Server) expireLoop(ctx context.Context) {
+	tick := time.NewTicker(min(s.table.TTL()/4, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		gone, err := s.table.Expire()
+		if err != nil {
+			s.log.WithError(err).Error("drop expired registrations")
+			continue
+		}
+		for _, e := range gone {
+			s.log.WithFields(logrus.Fields{"service": e.ServiceKey.String(), "owner": e.Owner, "state": e.State}).
+				Infof("lease expired: dropped %s at %s", e.ServiceKey, e.Addr)
+		}
+	}
+}
+
+// attach gives each connection a Session that knows its caller.
+func (s *Server) attach(srv *rpc.Server, p tlsrpc.Peer) (func(), error) {
+	return nil, srv.RegisterName(rpcdef.RegistryReceiver, &Session{s: s, peer: p, log: s.log.WithField("peer", p.Addr)})
+}
+
+// Session is the Registry RPC service as one connection sees it.
+type Session struct {
+	s    *Server
+	peer tlsrpc.Peer
+	log  logrus.FieldLogger
+}
+
+// owner says who the caller is for the table. Over the socket, root and the
+// registry's own user act as admins (rpcbind's local rule); anyone else is
+// anonymous. Over TLS the certificate decides.
+func (x *Session) owner() (Owner, bool) {
+	if x.peer.Local {
+		if x.peer.UID == 0 || x.peer.UID == x.s.uid {
+			return Owner{ID: fmt.Sprintf("local:uid=%d", x.peer.UID), Admin: true}, true
+		}
+		return Owner{}, false
+	}
+	return Owner{ID: x.peer.Identity.String(), Admin: x.peer.Identity.Role == pki.RoleAdmin}, true
+}
+
+func (x *Session) who() string {
+	if x.peer.Local {
+		return fmt.Sprintf("local user uid=%d", x.peer.UID)
+	}
+	return x.peer.Identity.String()
+}
+
+func (x *Session) deny(op string, key rpcdef.ServiceKey, why string) error {
+	x.log.WithFields(logrus.Fields{"service": key.String(), "identity": x.who()}).Warnf("refused %s: %s", op, why)
+	return rpcdef.Errorf(rpcdef.CodePermission, "%s may not %s %s: %s", x.who(), op, key, why)
+}
+
+// Register grants a lease on a service name.
+func (x *Session) Register(args *rpcdef.RegisterArgs, reply *rpcdef.RegisterReply) error {
+	key := args.Service.ServiceKey
+	o, ok := x.owner()
+	if !ok {
+		return x.deny("register", key, "over the local socket only root or the registry's own user may register")
+	}
+	if !x.peer.Local && !o.Admin && !x.s.cfg.MayRegister(x.peer.Identity.Role, key.Name) {
+		return x.deny("register", key, fmt.Sprintf("role %s is not allowed to register %s (see the allow rules in the registry's config)", x.peer.Identity.Role, key.Name))
+	}
+	id, err := x.s.table.Register(args.Service, o)
+	if err != nil {
+		if errors.Is(err, rpcdef.ErrConflict) {
+			x.log.WithFields(logrus.Fields{"service": key.String(), "identity": x.who()}).Warnf("refused register: %v", err)
+		}
+		return err
+	}
+	x.log.WithFields(logrus.Fields{"service": key.String(), "identity": x.who()}).Infof("registered %s at %s", key, args.Service.Addr)
+	*reply = rpcdef.RegisterReply{Lease: id, TTL: x.s.table.TTL()}
+	return nil
+}
+
+// Renew extends a lease.
+func (x *Session) Renew(args *rpcdef.RenewArgs, reply *rpcdef.RenewReply) error {
+	o, ok := x.owner()
+	if !ok {
+		return x.deny("renew", args.Key, "over the local socket only root or the registry's own user may hold leases")
+	}
+	if err := x.s.table.Renew(args.Key, args.Lease, o); err != nil {
+		return err
+	}
+	reply.TTL = x.s.table.TTL()
+	return nil
+}
+
+// Unregister removes a registration.
+func (x *Session) Unregister(args *rpcdef.UnregisterArgs, _ *rpcdef.Empty) error {
+	o, ok := x.owner()
+	if !ok {
+		return x.deny("unregister", args.Key, "over the local socket only root or the registry's own user may unregister")
+	}
+	if err := x.s.table.Unregister(args.Key, o); err != nil {
+		if errors.Is(err, rpcdef.ErrPermission) {
+			x.log.WithFields(logrus.Fields{"service": args.Key.String(), "identity": x.who()}).Warnf("refused unregister: %v", err)
+		}
+		return err
+	}
+	x.log.WithFields(logrus.Fields{"service": args.Key.String(), "identity": x.who()}).Infof("unregistered %s", args.Key)
+	return nil
+}
+
+// Lookup finds a service. Anyone may look up.
+func (x *Session) Lookup(args *rpcdef.LookupArgs, reply *rpcdef.LookupReply) error {
+	e, err := x.s.table.Lookup(args.Key)
+	reply.Entry = e
+	return err
+}
+
+// List returns every registration. Anyone may list.
+func (x *Session) List(_ *rpcdef.ListArgs, reply *rpcdef.ListReply) error {
+	reply.Entries = x.s.table.List()
+	return nil
+}
+
+// Null answers at once.
+func (x *Session) Null(_ *rpcdef.Empty, _ *rpcdef.Empty) error { return nil }

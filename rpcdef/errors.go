@@ -1,0 +1,84 @@
+package rpcdef
+
+import (
+	"errors"
+	"fmt"
+	"net/rpc"
+	"strings"
+)
+
+// Code classifies an error a server returns, so that a client can act on it.
+// net/rpc carries errors as strings; a Code travels as the string's prefix
+// and the stubs turn it back into an *Error.
+type Code string
+
+// The codes muster's servers return.
+const (
+	CodePermission       Code = "permission denied"
+	CodeUnknownLease     Code = "unknown lease"
+	CodeNotFound         Code = "not found"
+	CodeConflict         Code = "conflict"
+	CodeInvalid          Code = "invalid argument"
+	CodeStaleIncarnation Code = "stale incarnation"
+	CodeNotJoined        Code = "not joined"
+	CodeUnavailable      Code = "unavailable"
+	CodeIncompatible     Code = "incompatible version"
+)
+
+var codes = []Code{CodePermission, CodeUnknownLease, CodeNotFound, CodeConflict, CodeInvalid,
+	CodeStaleIncarnation, CodeNotJoined, CodeUnavailable, CodeIncompatible}
+
+// Error is an error with a code, returned by a muster server.
+type Error struct {
+	Code Code
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	if e.Msg == "" {
+		return string(e.Code)
+	}
+	return string(e.Code) + ": " + e.Msg
+}
+
+// Is makes errors.Is(err, rpcdef.ErrPermission) true for every permission error.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Msg == "" && t.Code == e.Code
+}
+
+// Sentinels to compare with errors.Is.
+var (
+	ErrPermission       = &Error{Code: CodePermission}
+	ErrUnknownLease     = &Error{Code: CodeUnknownLease}
+	ErrNotFound         = &Error{Code: CodeNotFound}
+	ErrConflict         = &Error{Code: CodeConflict}
+	ErrInvalid          = &Error{Code: CodeInvalid}
+	ErrStaleIncarnation = &Error{Code: CodeStaleIncarnation}
+	ErrNotJoined        = &Error{Code: CodeNotJoined}
+	ErrUnavailable      = &Error{Code: CodeUnavailable}
+	ErrIncompatible     = &Error{Code: CodeIncompatible}
+)
+
+// Errorf makes a coded error for a server to return.
+func Errorf(code Code, format string, args ...any) error {
+	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// fromWire turns an error string from the server back into an *Error.
+func fromWire(err error) error {
+	var se rpc.ServerError
+	if !errors.As(err, &se) {
+		return err
+	}
+	s := string(se)
+	for _, c := range codes {
+		if s == string(c) {
+			return &Error{Code: c}
+		}
+		if rest, ok := strings.CutPrefix(s, string(c)+": "); ok {
+			return &Error{Code: c, Msg: rest}
+		}
+	}
+	return se
+}
