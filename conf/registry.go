@@ -111,9 +111,7 @@ func (c *Registry) Validate(file string) error {
 			}
 		}
 	}
-	if len(ck.errs) == 0 {
-		c.Store = c.TLS.load(ck, pki.RoleRegistry, c.Cluster)
-	}
+	c.Store = c.TLS.load(ck, pki.RoleRegistry, c.Cluster)
 	return ck.err()
 }
 

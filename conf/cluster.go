@@ -1,0 +1,238 @@
+package conf
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/muster-lab/muster/internal/pki"
+	"github.com/muster-lab/muster/rpcdef"
+)
+
+// Registry location, shared by masterd and slaved: a TLS address, or the
+// local socket when Registry is empty.
+type RegistryRef struct {
+	// Registry is the registry's TLS address, HOST:PORT.
+	Registry string `toml:"registry"`
+	// RegistrySocket is used when Registry is "": the local registry's socket.
+	RegistrySocket string `toml:"registry_socket"`
+}
+
+func (r *RegistryRef) check(ck *checker) {
+	if r.Registry != "" {
+		ck.hostPort("registry", r.Registry, true)
+	} else if r.RegistrySocket == "" {
+		ck.add("registry", "missing: give the registry's HOST:PORT, or registry_socket for a local one")
+	}
+}
+
+// Detector tunes failure detection on the master.
+type Detector struct {
+	SuspectPhi float64  `toml:"suspect_phi"`
+	DeadPhi    float64  `toml:"dead_phi"`
+	Window     int      `toml:"window"`
+	MinDead    Duration `toml:"min_dead"`
+	MaxDead    Duration `toml:"max_dead"`
+	// CloseGrace: a slave whose connection closed is suspect at once, and
+	// dead if it has not come back within this grace.
+	CloseGrace Duration `toml:"close_grace"`
+	// Tick is how often the detector judges every member.
+	Tick Duration `toml:"tick"`
+}
+
+// Master configures masterd.
+type Master struct {
+	Cluster string `toml:"cluster"`
+	// Listen is the TLS address ClusterService is served on. Port 0 picks a
+	// free port: slaves find it through the registry.
+	Listen string `toml:"listen"`
+	// AdvertiseHost is the host registered for slaves to dial; by default the
+	// listen host, or this machine's hostname when listening on every interface.
+	AdvertiseHost string `toml:"advertise_host"`
+	RegistryRef
+	StateDir string `toml:"state_dir"`
+
+	HeartbeatInterval Duration `toml:"heartbeat_interval"`
+	ReportInterval    Duration `toml:"report_interval"`
+	Detector          Detector `toml:"detector"`
+
+	HandshakeTimeout Duration `toml:"handshake_timeout"`
+	MaxConns         int      `toml:"max_conns"`
+	LogLevel         string   `toml:"log_level"`
+	// Pprof, if set, serves net/http/pprof on this loopback address.
+	Pprof string `toml:"pprof"`
+
+	TLS   TLS        `toml:"tls"`
+	Store *pki.Store `toml:"-"`
+}
+
+// DefaultMaster is masterd's configuration before its file is read.
+func DefaultMaster() *Master {
+	return &Master{
+		Cluster:           "lab",
+		Listen:            ":7112",
+		RegistryRef:       RegistryRef{Registry: fmt.Sprintf("127.0.0.1:%d", rpcdef.DefaultRegistryPort)},
+		StateDir:          "/var/lib/muster/master",
+		HeartbeatInterval: Duration(time.Second),
+		ReportInterval:    Duration(5 * time.Second),
+		Detector: Detector{
+			SuspectPhi: 3,
+			DeadPhi:    8,
+			Window:     32,
+			MinDead:    Duration(1500 * time.Millisecond),
+			MaxDead:    Duration(5 * time.Second),
+			CloseGrace: Duration(500 * time.Millisecond),
+			Tick:       Duration(50 * time.Millisecond),
+		},
+		HandshakeTimeout: Duration(5 * time.Second),
+		MaxConns:         20000,
+		LogLevel:         "info",
+	}
+}
+
+// LoadMaster reads a masterd config file over the defaults and validates it.
+func LoadMaster(path string) (*Master, error) {
+	c := DefaultMaster()
+	if err := decode(path, c); err != nil {
+		return nil, err
+	}
+	dir := filepath.Dir(path)
+	c.TLS.resolve(dir)
+	resolvePath(dir, &c.StateDir)
+	resolvePath(dir, &c.RegistrySocket)
+	if err := c.Validate(path); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Validate checks every value and loads the certificates.
+func (c *Master) Validate(file string) error {
+	ck := &checker{file: file}
+	ck.name("cluster", c.Cluster)
+	ck.hostPort("listen", c.Listen, false)
+	c.RegistryRef.check(ck)
+	if c.StateDir == "" {
+		ck.add("state_dir", "missing: give a directory the master may keep its roster in")
+	}
+	ck.duration("heartbeat_interval", c.HeartbeatInterval, 50*time.Millisecond, time.Minute)
+	ck.duration("report_interval", c.ReportInterval, 50*time.Millisecond, time.Hour)
+	if c.ReportInterval < c.HeartbeatInterval {
+		ck.add("report_interval", "%v is shorter than heartbeat_interval = %v: reports are the heavier call; make it at least as long", c.ReportInterval.D(), c.HeartbeatInterval.D())
+	}
+	d := c.Detector
+	hb := c.HeartbeatInterval.D()
+	if d.SuspectPhi <= 0 || d.DeadPhi <= d.SuspectPhi {
+		ck.add("detector.dead_phi", "want 0 < suspect_phi < dead_phi, got suspect_phi = %g and dead_phi = %g", d.SuspectPhi, d.DeadPhi)
+	}
+	ck.positive("detector.window", d.Window, 10000)
+	if d.MinDead.D() <= hb {
+		ck.add("detector.min_dead", "%v is not longer than heartbeat_interval = %v: every on-time node would be declared dead", d.MinDead.D(), hb)
+	}
+	if d.MaxDead.D() < d.MinDead.D() {
+		ck.add("detector.max_dead", "%v is shorter than min_dead = %v", d.MaxDead.D(), d.MinDead.D())
+	}
+	ck.duration("detector.close_grace", d.CloseGrace, 0, time.Minute)
+	ck.duration("detector.tick", d.Tick, time.Millisecond, time.Second)
+	if d.Tick.D() >= d.MinDead.D() {
+		ck.add("detector.tick", "%v is not shorter than min_dead = %v", d.Tick.D(), d.MinDead.D())
+	}
+	ck.duration("handshake_timeout", c.HandshakeTimeout, 100*time.Millisecond, time.Minute)
+	ck.positive("max_conns", c.MaxConns, 1<<20)
+	ck.logLevel(c.LogLevel)
+	if c.Pprof != "" {
+		host, _, err := net.SplitHostPort(c.Pprof)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			ck.add("pprof", "%q must be a loopback HOST:PORT, like 127.0.0.1:6060: profiles are not for the network", c.Pprof)
+		}
+	}
+	c.Store = c.TLS.load(ck, pki.RoleMaster, c.Cluster)
+	return ck.err()
+}
+
+// Slave configures slaved.
+type Slave struct {
+	Cluster string `toml:"cluster"`
+	// Node is this slave's name; it must be the name in its certificate,
+	// and defaults to it.
+	Node string `toml:"node"`
+	RegistryRef
+	// Socket is slaved's local socket, where rpc-query view reads its view.
+	Socket string `toml:"socket"`
+	// Mounts are the filesystems whose use is reported.
+	Mounts []string `toml:"mounts"`
+	// ProcRoot is where /proc is read from.
+	ProcRoot string `toml:"proc_root"`
+	// CallTimeout bounds each heartbeat and report.
+	CallTimeout Duration `toml:"call_timeout"`
+	// MaxBackoff caps the wait between attempts to find and join the master.
+	MaxBackoff Duration `toml:"max_backoff"`
+	LogLevel   string   `toml:"log_level"`
+
+	TLS   TLS        `toml:"tls"`
+	Store *pki.Store `toml:"-"`
+}
+
+// DefaultSlave is slaved's configuration before its file is read.
+func DefaultSlave() *Slave {
+	return &Slave{
+		Cluster:     "lab",
+		RegistryRef: RegistryRef{Registry: fmt.Sprintf("127.0.0.1:%d", rpcdef.DefaultRegistryPort)},
+		Socket:      rpcdef.DefaultSlaveSocket,
+		Mounts:      []string{"/"},
+		ProcRoot:    "/proc",
+		CallTimeout: Duration(2 * time.Second),
+		MaxBackoff:  Duration(2 * time.Second),
+		LogLevel:    "info",
+	}
+}
+
+// LoadSlave reads a slaved config file over the defaults and validates it.
+func LoadSlave(path string) (*Slave, error) {
+	c := DefaultSlave()
+	if err := decode(path, c); err != nil {
+		return nil, err
+	}
+	dir := filepath.Dir(path)
+	c.TLS.resolve(dir)
+	resolvePath(dir, &c.Socket)
+	resolvePath(dir, &c.RegistrySocket)
+	if err := c.Validate(path); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Validate checks every value and loads the certificates.
+func (c *Slave) Validate(file string) error {
+	ck := &checker{file: file}
+	ck.name("cluster", c.Cluster)
+	if c.Node != "" {
+		ck.name("node", c.Node)
+	}
+	c.RegistryRef.check(ck)
+	for i, m := range c.Mounts {
+		if !filepath.IsAbs(m) {
+			ck.add(fmt.Sprintf("mounts[%d]", i), "%q is not an absolute path", m)
+		}
+	}
+	if c.ProcRoot == "" {
+		ck.add("proc_root", "missing: normally /proc")
+	}
+	ck.duration("call_timeout", c.CallTimeout, 50*time.Millisecond, time.Minute)
+	ck.duration("max_backoff", c.MaxBackoff, 50*time.Millisecond, 10*time.Minute)
+	ck.logLevel(c.LogLevel)
+	c.Store = c.TLS.load(ck, pki.RoleSlave, c.Cluster)
+	if c.Store != nil {
+		name := c.Store.Identity().Name
+		switch {
+		case c.Node == "":
+			c.Node = name
+		case c.Node != name:
+			ck.add("node", "certificate %s is for slave %s but the config says node = %q; a slave's name is the one in its certificate",
+				filepath.Base(c.TLS.Cert), name, c.Node)
+		}
+	}
+	return ck.err()
+}
