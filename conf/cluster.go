@@ -126,7 +126,7 @@ func (c *Master) Validate(file string) error {
 	if d.SuspectPhi <= 0 || d.DeadPhi <= d.SuspectPhi {
 		ck.add("detector.dead_phi", "want 0 < suspect_phi < dead_phi, got suspect_phi = %g and dead_phi = %g", d.SuspectPhi, d.DeadPhi)
 	}
-	ck.positive("detector.window", d.Window, 10000)
+	ck.positive("detector.window", d.Window, 64)
 	if d.MinDead.D() <= hb {
 		ck.add("detector.min_dead", "%v is not longer than heartbeat_interval = %v: every on-time node would be declared dead", d.MinDead.D(), hb)
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -56,9 +57,17 @@ func decode(path string, dst any) error {
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return &Error{File: path, Msg: fmt.Sprintf("line %d: %s", pe.Position.Line, pe.Message)}
+			msg := pe.Message
+			if strings.HasPrefix(msg, "Invalid") {
+				msg = strings.ToLower(msg[:1]) + msg[1:] + ` (is a string value missing its quotes, as in listen = "127.0.0.1:7111"?)`
+			}
+			return &Error{File: path, Key: pe.LastKey, Msg: fmt.Sprintf("line %d: %s", pe.Position.Line, msg)}
 		}
-		return &Error{File: path, Msg: err.Error()}
+		// toml: line 1 (last key "max_conns"): incompatible types: TOML value has type string; destination has type integer
+		if m := typeErr.FindStringSubmatch(err.Error()); m != nil {
+			return &Error{File: path, Key: m[2], Msg: fmt.Sprintf("line %s: the value is of type %s, want %s", m[1], m[3], m[4])}
+		}
+		return &Error{File: path, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		var c checker
@@ -70,6 +79,8 @@ func decode(path string, dst any) error {
 	}
 	return nil
 }
+
+var typeErr = regexp.MustCompile(`line (\d+) \(last key "([^"]+)"\): incompatible types: TOML value has type (\w+); destination has type (\w+)`)
 
 // TLS names a node's certificate files. Relative paths are read from the
 // config file's directory.
@@ -111,7 +122,7 @@ func (t TLS) load(c *checker, role pki.Role, cluster string) *pki.Store {
 			filepath.Base(t.Cert), id, id.Role, role, role)
 		return nil
 	}
-	if cluster != "" && id.Cluster != cluster {
+	if pki.ValidName(cluster) == nil && id.Cluster != cluster {
 		c.add("tls.cert", "certificate %s is for cluster %q but the config says cluster = %q", filepath.Base(t.Cert), id.Cluster, cluster)
 		return nil
 	}
@@ -125,7 +136,7 @@ type Duration time.Duration
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("%q is not a duration: write a number with a unit, like \"1s\" or \"250ms\"", b)
+		return fmt.Errorf("%s is not a duration: write a quoted number with a unit, like \"1s\" or \"250ms\"", b)
 	}
 	*d = Duration(v)
 	return nil

@@ -150,13 +150,14 @@ func validService(s rpcdef.Service) error {
 	return nil
 }
 
-// copyLive copies the map without entries that have expired by now.
-func (t *Table) copyLive(now time.Time) map[rpcdef.ServiceKey]*lease {
+// copyMap copies the map. With live set it leaves out entries that have
+// expired by now; only Expire does that, so that it reports each of them.
+func (t *Table) copyMap(now time.Time, live bool) map[rpcdef.ServiceKey]*lease {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	m := make(map[rpcdef.ServiceKey]*lease, len(t.m)+1)
 	for k, l := range t.m {
-		if now.Before(l.expires) {
+		if !live || now.Before(l.expires) {
 			m[k] = l
 		}
 	}
@@ -173,8 +174,8 @@ func (t *Table) Register(svc rpcdef.Service, owner Owner) (string, error) {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	now := t.now()
-	next := t.copyLive(now)
-	if cur, ok := next[svc.ServiceKey]; ok && cur.owner != owner.ID && !owner.Admin {
+	next := t.copyMap(now, false)
+	if cur, ok := next[svc.ServiceKey]; ok && now.Before(cur.expires) && cur.owner != owner.ID && !owner.Admin {
 		return "", rpcdef.Errorf(rpcdef.CodeConflict, "%s is registered by %s for another %v; only its owner or an admin may replace it",
 			svc.ServiceKey, cur.owner, cur.expires.Sub(now).Round(time.Millisecond))
 	}
@@ -188,9 +189,9 @@ func (t *Table) Register(svc rpcdef.Service, owner Owner) (string, error) {
 
 // Renew extends a lease by one TTL.
 func (t *Table) Renew(key rpcdef.ServiceKey, leaseID string, owner Owner) error {
-	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	now := t.now() // read under the lock, so an Expire in progress sees the renewal
 	l, ok := t.m[key]
 	if !ok || !now.Before(l.expires) || l.id != leaseID {
 		return rpcdef.Errorf(rpcdef.CodeUnknownLease, "no lease %.8s… on %s: it expired or was replaced; register again", leaseID, key)
@@ -210,9 +211,10 @@ func (t *Table) Renew(key rpcdef.ServiceKey, leaseID string, owner Owner) error 
 func (t *Table) Unregister(key rpcdef.ServiceKey, owner Owner) error {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
-	next := t.copyLive(t.now())
+	now := t.now()
+	next := t.copyMap(now, false)
 	cur, ok := next[key]
-	if !ok {
+	if !ok || !now.Before(cur.expires) {
 		return rpcdef.Errorf(rpcdef.CodeNotFound, "%s is not registered", key)
 	}
 	if cur.owner != owner.ID && !owner.Admin {
@@ -285,7 +287,7 @@ func (t *Table) Expire() ([]rpcdef.Entry, error) {
 	if len(gone) == 0 {
 		return nil, nil
 	}
-	if err := t.change(t.copyLive(now)); err != nil {
+	if err := t.change(t.copyMap(now, true)); err != nil {
 		return nil, err
 	}
 	return gone, nil

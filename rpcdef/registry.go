@@ -43,8 +43,8 @@ const RegistryReceiver = registryName
 
 // ServiceKey names a registration: a kind of service and which one.
 type ServiceKey struct {
-	Name     string // the kind of service, e.g. ClusterService
-	Instance string // which one, e.g. the cluster's name
+	Name     string `json:"name"`     // the kind of service, e.g. ClusterService
+	Instance string `json:"instance"` // which one, e.g. the cluster's name
 }
 
 func (k ServiceKey) String() string {
@@ -96,8 +96,8 @@ func ValidInstance(s string) error { return pki.ValidName(s) }
 // Service is what a server registers: where an instance of a service listens.
 type Service struct {
 	ServiceKey
-	Version int
-	Addr    string // host:port
+	Version int    `json:"version"`
+	Addr    string `json:"addr"` // host:port
 }
 
 // Lease states an entry can be in.

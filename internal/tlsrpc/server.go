@@ -28,8 +28,10 @@ type Peer struct {
 	ConnID   uint64       // unique among this process's connections
 	Addr     string       // remote address, or "unix" with the peer's pid
 	Identity pki.Identity // from the verified certificate; zero on the local socket
-	Local    bool         // reached over the UNIX-domain socket
-	UID      uint32       // the local peer's user id, from SO_PEERCRED
+	// CertNotAfter is when the peer's certificate expires.
+	CertNotAfter time.Time
+	Local        bool   // reached over the UNIX-domain socket
+	UID          uint32 // the local peer's user id, from SO_PEERCRED
 	// Done is closed when the connection stops reading: the peer went away,
 	// was idle too long, or the server is stopping. A handler that blocks
 	// (a long poll) must return when it closes.
@@ -210,6 +212,7 @@ func (s *Server) handle(ctx context.Context, c *conn) {
 			return
 		}
 		peer.Identity = id
+		peer.CertNotAfter = tc.ConnectionState().PeerCertificates[0].NotAfter
 		c.rw = tc
 	} else {
 		cred, err := peerCred(c.raw)
