@@ -66,6 +66,7 @@ func New(cfg *conf.Registry, log logrus.FieldLogger) (*Server, error) {
 		HandshakeTimeout: cfg.HandshakeTimeout.D(),
 		IdleTimeout:      cfg.IdleTimeout.D(),
 		MaxConns:         cfg.MaxConns,
+		Inline:           true, // every registry method returns at once
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -2,6 +2,8 @@ package tests
 
 import (
 	"context"
+	"os"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -13,6 +15,9 @@ import (
 // benchLookups makes b.N sequential Lookup calls on one kept connection and
 // reports the latency percentiles and the rate.
 func benchLookups(b *testing.B, c *rpcdef.RegistryClient) {
+	if os.Getenv("BENCH_CLIENT_PROCS") == "1" {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	}
 	key := lab1(0).ServiceKey
 	ctx := context.Background()
 	if _, err := c.Lookup(ctx, key); err != nil { // connect outside the timing

@@ -50,6 +50,7 @@ func buildAndRun(m *testing.M) int {
 	defer os.RemoveAll(binDir)
 	build := exec.Command("go", "build", "-o", binDir+"/", "./cmd/...")
 	build.Dir = repoRoot
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build does
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build binaries:", err)
