@@ -97,6 +97,10 @@ func (c *Conn) Call(ctx context.Context, method string, args, reply any) error {
 			return fromWire(call.Error)
 		case <-ctx.Done():
 			c.drop(cl)
+			// net/rpc's reader may be decoding into reply right now. Closing
+			// the connection ends every pending call, so this wait is short,
+			// and afterwards nothing writes to reply behind the caller's back.
+			<-call.Done
 			return fmt.Errorf("call %s on %s: %w", method, c.target, ctx.Err())
 		}
 	}

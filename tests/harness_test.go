@@ -49,8 +49,13 @@ func buildAndRun(m *testing.M) int {
 	}
 	defer os.RemoveAll(binDir)
 	build := exec.Command("go", "build", "-o", binDir+"/", "./cmd/...")
-	build.Dir = repoRoot
 	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build does
+	if raceBuild {
+		// Under go test -race the daemons are race-checked too; -race needs cgo.
+		build = exec.Command("go", "build", "-race", "-o", binDir+"/", "./cmd/...")
+		build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	}
+	build.Dir = repoRoot
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build binaries:", err)
@@ -181,6 +186,9 @@ func start(t testing.TB, name string, args ...string) *proc {
 		if !p.exited() {
 			p.cmd.Process.Kill()
 			<-p.done
+		}
+		if strings.Contains(p.log.String(), "WARNING: DATA RACE") {
+			t.Errorf("%s reported a data race", name)
 		}
 		if t.Failed() || os.Getenv("MUSTER_E2E_LOGS") != "" {
 			t.Logf("--- %s (pid %d) output:\n%s", name, p.cmd.Process.Pid, p.log.String())

@@ -1,0 +1,81 @@
+package rpcdef
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/rpc"
+	"testing"
+	"time"
+)
+
+// slow answers Wait after the given time.
+type slow struct{}
+
+func (s *slow) Wait(d *time.Duration, reply *[]byte) error {
+	time.Sleep(*d) // the server side of a long poll, not synchronisation in the test
+	*reply = make([]byte, 64<<10)
+	return nil
+}
+
+// A call whose deadline passes returns only once nothing can write to its
+// reply any more: the caller may read it (run under -race).
+func TestCallDeadlineLeavesReplyAlone(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srv := rpc.NewServer()
+	srv.RegisterName("Slow", &slow{})
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go srv.ServeCodec(NewServerCodec(conn, 0))
+		}
+	}()
+	c := NewConn("slow", func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", ln.Addr().String())
+	})
+	defer c.Close()
+	for i := range 20 {
+		wait := time.Duration(i%5) * time.Millisecond
+		var reply []byte
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Millisecond)
+		err := c.Call(ctx, "Slow.Wait", &wait, &reply)
+		cancel()
+		_ = len(reply) // read after return: a race if the reader still writes
+		var ne net.Error
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &ne) && ne.Timeout()) {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+}
+
+// Server errors come back as coded errors that errors.Is recognises.
+func TestFromWire(t *testing.T) {
+	for _, tc := range []struct {
+		wire string
+		is   error
+		msg  string
+	}{
+		{"permission denied: spiffe://lab/slave/a may only Join as a", ErrPermission, "permission denied: spiffe://lab/slave/a may only Join as a"},
+		{"unknown lease", ErrUnknownLease, "unknown lease"},
+		{"stale incarnation: node-1 incarnation 1 was replaced", ErrStaleIncarnation, "stale incarnation: node-1 incarnation 1 was replaced"},
+	} {
+		err := fromWire(rpc.ServerError(tc.wire))
+		if !errors.Is(err, tc.is) || err.Error() != tc.msg {
+			t.Errorf("fromWire(%q) = %v; want Is(%v)", tc.wire, err, tc.is)
+		}
+		if errors.Is(err, ErrNotFound) {
+			t.Errorf("fromWire(%q) matches ErrNotFound", tc.wire)
+		}
+	}
+	if err := fromWire(rpc.ServerError("rpc: can't find method X.Y")); errors.Is(err, ErrInvalid) {
+		t.Errorf("an uncoded error got a code: %v", err)
+	}
+}
