@@ -10,6 +10,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -26,13 +29,31 @@ commands:
   services                  every registered service (like rpcinfo -s)
   lookup NAME[/INSTANCE]    where a service is
   ping NAME[/INSTANCE]      call the service's Null procedure; exit 1 if it does not answer
+  members                   the cluster's members, from the master (like serf members)
+  members NODE              everything the master knows about one member
+  top                       resources per member, busiest first (like kubectl top nodes)
+  watch                     print membership events as they happen, until interrupted
+  view                      a slave's own view of the cluster, over its local socket
 
 The registry is reached over its local UNIX socket by default, with no
 certificate. --registry HOST:PORT reaches a remote one over mutual TLS with the
 certificate given by --ca, --cert and --key (an admin certificate, usually);
 ping always needs one, to talk to the service itself.
 
-flags (also read from MUSTER_REGISTRY, MUSTER_REGISTRY_SOCKET, MUSTER_CA, MUSTER_CERT, MUSTER_KEY):
+members, top and watch find the master of --cluster in the registry
+(ClusterService/CLUSTER) and reach it over mutual TLS with that certificate;
+they accept only a server with a master certificate. view needs no
+certificate: it reads slaved's local socket.
+
+--timeout bounds a whole command, except watch, which runs until SIGINT or
+SIGTERM (and exits 0); there it bounds each call, and a lost master is found
+again through the registry. --json prints JSON; watch --json prints one JSON
+object per line.
+
+exit status: 0 done, 1 failed, 2 wrong usage.
+
+flags (also read from MUSTER_REGISTRY, MUSTER_REGISTRY_SOCKET, MUSTER_CA, MUSTER_CERT, MUSTER_KEY,
+MUSTER_CLUSTER, MUSTER_SLAVE_SOCKET):
 `
 
 // exit codes
@@ -43,13 +64,16 @@ const (
 )
 
 type options struct {
-	socket   string
-	registry string
-	ca       string
-	cert     string
-	key      string
-	json     bool
-	timeout  time.Duration
+	socket      string
+	registry    string
+	ca          string
+	cert        string
+	key         string
+	json        bool
+	timeout     time.Duration
+	cluster     string
+	status      string
+	slaveSocket string
 }
 
 func env(name, def string) string {
@@ -59,9 +83,18 @@ func env(name, def string) string {
 	return def
 }
 
-// Main runs rpc-query with args (without the program name) and returns its exit status.
+// Main runs rpc-query with args (without the program name) and returns its
+// exit status. SIGINT and SIGTERM end a command: watch then exits 0.
 func Main(args []string, stdout, stderr io.Writer) int {
-	var o options
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return newQuery(stdout, stderr).main(ctx, args)
+}
+
+// main parses args and runs the command; ctx ends when the user interrupts.
+func (q *query) main(ctx context.Context, args []string) int {
+	o := &q.o
+	stderr := q.errOut
 	fs := flag.NewFlagSet("rpc-query", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.socket, "socket", env("MUSTER_REGISTRY_SOCKET", rpcdef.DefaultRegistrySocket), "the registry's local `socket`")
@@ -70,7 +103,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.cert, "cert", env("MUSTER_CERT", ""), "certificate `file`")
 	fs.StringVar(&o.key, "key", env("MUSTER_KEY", ""), "key `file`")
 	fs.BoolVar(&o.json, "json", false, "print JSON instead of a table")
-	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "give up on a call after this long")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "give up on a call after this long (watch: on each call)")
+	fs.StringVar(&o.cluster, "cluster", env("MUSTER_CLUSTER", "lab"), "the cluster `name` whose master members, top and watch ask")
+	fs.StringVar(&o.status, "status", "", "members, top, view: only members in these `states` (comma-separated: alive,suspect,dead,left,unknown)")
+	fs.StringVar(&o.slaveSocket, "slave-socket", env("MUSTER_SLAVE_SOCKET", rpcdef.DefaultSlaveSocket), "view: slaved's local `socket`")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -88,34 +124,119 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cmd, rest := pos[0], pos[1:]
-	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
-	defer cancel()
-
-	q := &query{o: o, out: stdout}
+	q.cmd = cmd
+	if cmd == "help" {
+		fs.SetOutput(q.out)
+		fs.Usage()
+		return exitOK
+	}
+	if err := q.checkFlags(cmd, rest); err != nil {
+		return q.fail(ctx, err)
+	}
+	// watch runs until interrupted; every other command is bounded as a whole.
+	cmdCtx := ctx
+	if cmd != "watch" {
+		var cancel context.CancelFunc
+		cmdCtx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
 	defer q.close()
 	switch cmd {
 	case "services":
-		err = q.need(rest, 0, "services").then(func() error { return q.services(ctx) })
+		err = q.need(rest, 0, "services").then(func() error { return q.services(cmdCtx) })
 	case "lookup":
-		err = q.need(rest, 1, "lookup NAME[/INSTANCE]").then(func() error { return q.lookup(ctx, rest[0]) })
+		err = q.need(rest, 1, "lookup NAME[/INSTANCE]").then(func() error { return q.lookup(cmdCtx, rest[0]) })
 	case "ping":
-		err = q.need(rest, 1, "ping NAME[/INSTANCE]").then(func() error { return q.ping(ctx, rest[0]) })
-	case "help":
-		fs.SetOutput(stdout)
-		fs.Usage()
-		return exitOK
+		err = q.need(rest, 1, "ping NAME[/INSTANCE]").then(func() error { return q.ping(cmdCtx, rest[0]) })
+	case "members":
+		if len(rest) == 1 {
+			err = q.member(cmdCtx, rest[0])
+		} else {
+			err = q.need(rest, 0, "members [NODE]").then(func() error { return q.members(cmdCtx) })
+		}
+	case "top":
+		err = q.need(rest, 0, "top").then(func() error { return q.top(cmdCtx) })
+	case "watch":
+		err = q.need(rest, 0, "watch").then(func() error { return q.watch(cmdCtx) })
+	case "view":
+		err = q.need(rest, 0, "view [--slave-socket PATH]").then(func() error { return q.view(cmdCtx) })
 	default:
 		err = usageError(fmt.Sprintf("unknown command %q: run rpc-query --help for the list", cmd))
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "rpc-query: %v\n", err)
-		var ue usageError
-		if errors.As(err, &ue) {
-			return exitUsage
-		}
-		return exitFail
+		return q.fail(ctx, err)
 	}
 	return exitOK
+}
+
+// fail prints err as one line and says which exit status it means.
+func (q *query) fail(ctx context.Context, err error) int {
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(q.errOut, "rpc-query: %v\n", err)
+		return exitUsage
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(q.errOut, "rpc-query: interrupted")
+		return exitFail
+	}
+	fmt.Fprintf(q.errOut, "rpc-query: %v\n", err)
+	return exitFail
+}
+
+// checkFlags rejects flags that make no sense together, before anything is
+// dialled.
+func (q *query) checkFlags(cmd string, rest []string) error {
+	if cmd == "members" || cmd == "top" || cmd == "watch" {
+		if err := pki.ValidName(q.o.cluster); err != nil {
+			return usageError(fmt.Sprintf("--cluster: %v", err))
+		}
+	}
+	if q.o.timeout <= 0 {
+		return usageError(fmt.Sprintf("--timeout %v: want a positive duration, like 5s", q.o.timeout))
+	}
+	if q.o.status == "" {
+		return nil
+	}
+	switch {
+	case cmd == "members" && len(rest) == 1:
+		return usageError("--status filters the list of members: give it without a NODE")
+	case cmd != "members" && cmd != "top" && cmd != "view":
+		return usageError(fmt.Sprintf("--status applies to members, top and view, not %s", cmd))
+	}
+	want, err := parseStatuses(q.o.status)
+	if err != nil {
+		return err
+	}
+	q.want = want
+	return nil
+}
+
+// parseStatuses reads --status: a comma-separated list of member states.
+func parseStatuses(s string) (map[rpcdef.Status]bool, error) {
+	want := map[rpcdef.Status]bool{}
+	for part := range strings.SplitSeq(s, ",") {
+		st := rpcdef.Status(strings.ToLower(strings.TrimSpace(part)))
+		if !slices.Contains(statusOrder, st) {
+			return nil, usageError(fmt.Sprintf("--status %q: unknown state %q: want a comma-separated list of alive, suspect, dead, left, unknown", s, part))
+		}
+		want[st] = true
+	}
+	return want, nil
+}
+
+// filter keeps the members --status asks for.
+func (q *query) filter(ms []rpcdef.Member) []rpcdef.Member {
+	if q.want == nil {
+		return ms
+	}
+	var out []rpcdef.Member
+	for _, m := range ms {
+		if q.want[m.Status] {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // parseInterleaved lets flags come before or after the command and its arguments.
@@ -148,10 +269,31 @@ func (c check) then(f func() error) error {
 }
 
 type query struct {
-	o   options
-	out io.Writer
-	reg *rpcdef.RegistryClient
+	o      options
+	out    io.Writer
+	errOut io.Writer
+	cmd    string
+	want   map[rpcdef.Status]bool // --status; nil means every member
+	reg    *rpcdef.RegistryClient
+	st     *pki.Store
+
+	// What tests replace.
+	now        func() time.Time
+	loc        *time.Location
+	connect    func(ctx context.Context) (*master, error) // finds and dials the master
+	watchWait  time.Duration                              // how long one Watch call waits for events
+	backoffMin time.Duration                              // first pause before reconnecting
+	backoffMax time.Duration
 }
+
+func newQuery(stdout, stderr io.Writer) *query {
+	q := &query{out: stdout, errOut: stderr, now: time.Now, loc: time.Local,
+		watchWait: 20 * time.Second, backoffMin: 250 * time.Millisecond, backoffMax: 10 * time.Second}
+	q.connect = q.dialMaster
+	return q
+}
+
+func (q *query) printer() printer { return printer{now: q.now(), loc: q.loc} }
 
 func (q *query) need(args []string, n int, synopsis string) check {
 	if len(args) != n {
@@ -168,6 +310,9 @@ func (q *query) close() {
 
 // store loads the certificate named by the flags, for TLS.
 func (q *query) store(why string) (*pki.Store, error) {
+	if q.st != nil {
+		return q.st, nil
+	}
 	if q.o.ca == "" || q.o.cert == "" || q.o.key == "" {
 		return nil, fmt.Errorf("%s needs a certificate: give --ca, --cert and --key (or MUSTER_CA, MUSTER_CERT, MUSTER_KEY)", why)
 	}
@@ -175,6 +320,7 @@ func (q *query) store(why string) (*pki.Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load certificate: %w", err)
 	}
+	q.st = st
 	return st, nil
 }
 

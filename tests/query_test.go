@@ -1,0 +1,139 @@
+package tests
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os/exec"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/muster-lab/muster/internal/pki"
+	"github.com/muster-lab/muster/rpcdef"
+)
+
+// adminEnv is the environment rpc-query needs to reach the cluster as an admin.
+func (c *cluster) adminEnv() []string {
+	f := c.l.files(pki.RoleAdmin, "ops")
+	return []string{"MUSTER_REGISTRY_SOCKET=" + c.reg.socket, "MUSTER_CA=" + f.CA, "MUSTER_CERT=" + f.Cert, "MUSTER_KEY=" + f.Key}
+}
+
+func TestRPCQueryClusterCommands(t *testing.T) {
+	c := newCluster(t, nil, "node-1", "node-2")
+	admin := c.client(pki.RoleAdmin, "ops")
+	c.waitStatus(admin, "node-1", rpcdef.StatusAlive, 10*time.Second)
+	c.waitStatus(admin, "node-2", rpcdef.StatusAlive, 10*time.Second)
+	env := c.adminEnv()
+
+	out, code := run(t, env, "rpc-query", "ping", "ClusterService/lab")
+	if code != 0 || !regexp.MustCompile(`^ClusterService/lab version 1 ready and waiting at 127\.0\.0\.1:\d+ \(rtt [0-9.]+[µm]s, spiffe://lab/master/m1\)\n$`).MatchString(out) {
+		t.Fatalf("rpc-query ping: exit %d\n%q", code, out)
+	}
+
+	// Resource figures arrive with the first report, right after the join.
+	waitFor(t, 10*time.Second, "members to show resource figures", func() (bool, string) {
+		out, code = run(t, env, "rpc-query", "members")
+		return code == 0 && !strings.Contains(out, " - "), out
+	})
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "NAME") || !strings.HasPrefix(lines[3], "2 members: 2 alive") {
+		t.Fatalf("rpc-query members:\n%s", out)
+	}
+	for _, l := range lines {
+		if len(l) > 80 {
+			t.Fatalf("members line is %d columns, more than a terminal's 80: %q", len(l), l)
+		}
+	}
+	out, code = run(t, env, "rpc-query", "members", "node-1")
+	if code != 0 || !strings.Contains(out, "status:") || !strings.Contains(out, "cpu count:") || !strings.Contains(out, "memory total:") {
+		t.Fatalf("rpc-query members node-1: exit %d\n%s", code, out)
+	}
+	out, code = run(t, env, "rpc-query", "members", "--json")
+	var doc struct {
+		Members []map[string]any `json:"members"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil || len(doc.Members) != 2 {
+		t.Fatalf("rpc-query members --json: exit %d\n%s", code, out)
+	}
+	out, code = run(t, env, "rpc-query", "top")
+	if code != 0 || len(strings.Split(strings.TrimSpace(out), "\n")) != 3 {
+		t.Fatalf("rpc-query top: exit %d\n%s", code, out)
+	}
+	out, code = run(t, env, "rpc-query", "members", "node-9")
+	if code != 1 || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Fatalf("members of an unknown node: exit %d, want 1 and one line\n%s", code, out)
+	}
+	out, code = run(t, env, "rpc-query", "members", "--status", "sleepy")
+	if code != 2 {
+		t.Fatalf("members --status sleepy: exit %d, want 2\n%s", code, out)
+	}
+	out, code = run(t, []string{"MUSTER_SLAVE_SOCKET=" + c.slaves["node-2"].socket}, "rpc-query", "view")
+	if code != 0 || !strings.HasPrefix(out, "view of node-2") || !strings.Contains(out, "node-1") {
+		t.Fatalf("rpc-query view: exit %d\n%s", code, out)
+	}
+
+	// watch streams the crash of node-2 until interrupted.
+	cmd := exec.Command(bin("rpc-query"), "watch")
+	cmd.Env = append(cmd.Environ(), env...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines2 := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines2 <- sc.Text()
+		}
+		close(lines2)
+	}()
+	expect := func(re string) {
+		t.Helper()
+		rx := regexp.MustCompile(re)
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case l, ok := <-lines2:
+				if !ok {
+					t.Fatalf("watch ended before a line matching %q", re)
+				}
+				if rx.MatchString(l) {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("watch printed no line matching %q", re)
+			}
+		}
+	}
+	expect(`^-- watching cluster lab`)
+	c.slaves["node-2"].kill()
+	expect(`node-2\s+suspect\s+\(connection closed\)`)
+	expect(`node-2\s+dead\s+\(connection closed and not back within 500ms\)`)
+	cmd.Process.Signal(syscall.SIGINT)
+	wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait() }()
+	select {
+	case err := <-waitErr:
+		if err != nil {
+			t.Fatalf("rpc-query watch after SIGINT: %v, want exit 0", err)
+		}
+	case <-wctx.Done():
+		t.Fatal("rpc-query watch did not stop on SIGINT")
+	}
+
+	// ping of a service that does not answer exits non-zero.
+	c.master.kill()
+	out, code = run(t, env, "rpc-query", "ping", "ClusterService/lab")
+	if code != 1 || !strings.Contains(out, "is not answering") {
+		t.Fatalf("ping of a dead master: exit %d\n%s", code, out)
+	}
+}
