@@ -1,0 +1,514 @@
+package masterd
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/muster-lab/muster/rpcdef"
+)
+
+// maxEvents is how many recent events the master keeps for watchers that
+// fall behind; one further back gets the whole roll instead.
+const maxEvents = 4096
+
+// versionReserve is added to the event version written to the roster, so
+// that versions keep growing across a master restart even though the roster
+// is saved a little after the events it records.
+const versionReserve = 1 << 20
+
+// Timing is how the master judges its members.
+type Timing struct {
+	Detector   DetectorConfig
+	CloseGrace time.Duration // a closed connection's node is dead unless back within this
+	Report     time.Duration // the report interval slaves are told
+	Tick       time.Duration // how often the detector runs
+}
+
+type node struct {
+	m        rpcdef.Member
+	arr      Arrivals
+	connID   uint64    // the connection of its latest call
+	closedAt time.Time // when that connection closed; zero while it is open
+}
+
+// Membership is the master's roll: every node, its state, and the events
+// that changed it. All methods are safe for concurrent use.
+type Membership struct {
+	t       Timing
+	log     logrus.FieldLogger
+	self    *SelfMonitor
+	started time.Time
+
+	mu      sync.Mutex
+	nodes   map[string]*node
+	version uint64
+	events  []rpcdef.Event // the last maxEvents, oldest first
+	changed chan struct{}  // closed and replaced at every event
+	dirty   bool           // the roster on disk is behind
+	held    time.Time      // when verdicts were held because nobody heartbeated; zero if not
+}
+
+// NewMembership makes an empty roll.
+func NewMembership(t Timing, log logrus.FieldLogger) *Membership {
+	t.Detector = t.Detector.WithDefaults()
+	return &Membership{
+		t: t, log: log, self: NewSelfMonitor(t.Tick), started: time.Now(),
+		nodes: make(map[string]*node), changed: make(chan struct{}),
+	}
+}
+
+// emit records an event. m.mu is held.
+func (ms *Membership) emit(n *node, kind rpcdef.EventKind, reason string, now time.Time) {
+	ms.version++
+	e := rpcdef.Event{Version: ms.version, Kind: kind, Node: n.m.Name, Incarnation: n.m.Incarnation,
+		Addr: n.m.Addr, Status: n.m.Status, At: now, Reason: reason}
+	if len(ms.events) == maxEvents {
+		ms.events = slices.Delete(ms.events, 0, maxEvents/4)
+	}
+	ms.events = append(ms.events, e)
+	close(ms.changed)
+	ms.changed = make(chan struct{})
+	ms.dirty = true
+	f := ms.log.WithFields(logrus.Fields{"peer": n.m.Name, "event": kind, "version": e.Version})
+	if reason != "" {
+		f.Infof("%s is %s: %s", n.m.Name, describe(kind), reason)
+	} else {
+		f.Infof("%s is %s", n.m.Name, describe(kind))
+	}
+}
+
+func describe(k rpcdef.EventKind) string {
+	switch k {
+	case rpcdef.EventJoined:
+		return "joined"
+	case rpcdef.EventRejoined:
+		return "rejoined"
+	case rpcdef.EventLeft:
+		return "left"
+	case rpcdef.EventForgotten:
+		return "forgotten"
+	}
+	return "now " + string(k)
+}
+
+func (ms *Membership) setStatus(n *node, st rpcdef.Status, now time.Time) {
+	n.m.Status = st
+	n.m.StatusSince = now
+}
+
+// Caller is a slave making a call, as the connection knows it.
+type Caller struct {
+	Node         string
+	Addr         string
+	ConnID       uint64
+	CertNotAfter time.Time
+}
+
+// Join admits a slave. A new incarnation replaces the old one at once.
+func (ms *Membership) Join(c Caller, inc uint64) (rpcdef.JoinReply, error) {
+	now := time.Now()
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	n, ok := ms.nodes[c.Node]
+	switch {
+	case !ok:
+		n = &node{m: rpcdef.Member{Name: c.Node, JoinedAt: now}}
+		ms.nodes[c.Node] = n
+		ms.admit(n, c, inc, now)
+		ms.emit(n, rpcdef.EventJoined, "", now)
+	case inc < n.m.Incarnation:
+		return rpcdef.JoinReply{}, rpcdef.Errorf(rpcdef.CodeStaleIncarnation,
+			"%s incarnation %d is older than the one that joined (%d): this process was replaced", c.Node, inc, n.m.Incarnation)
+	case inc > n.m.Incarnation:
+		old := n.m.Incarnation
+		n.arr = Arrivals{}
+		n.m.Resources = nil
+		n.m.JoinedAt = now
+		ms.admit(n, c, inc, now)
+		ms.emit(n, rpcdef.EventRejoined, fmt.Sprintf("new incarnation %d replaces %d", inc, old), now)
+	default: // the same process again: after a master restart, a false death or a lost connection
+		was := n.m.Status
+		ms.admit(n, c, inc, now)
+		if was != rpcdef.StatusAlive {
+			ms.emit(n, rpcdef.EventAlive, fmt.Sprintf("joined again (was %s)", was), now)
+		}
+	}
+	return rpcdef.JoinReply{
+		Version:           ms.version,
+		Members:           ms.membersLocked(""),
+		HeartbeatInterval: ms.t.Detector.Interval,
+		ReportInterval:    ms.t.Report,
+	}, nil
+}
+
+// admit marks n alive on c's connection. ms.mu is held.
+func (ms *Membership) admit(n *node, c Caller, inc uint64, now time.Time) {
+	n.m.Incarnation = inc
+	n.m.Addr = c.Addr
+	n.m.CertNotAfter = c.CertNotAfter
+	n.m.LastHeartbeat = now
+	n.connID, n.closedAt = c.ConnID, time.Time{}
+	n.arr.Observe(now, &ms.t.Detector)
+	ms.self.NoteArrival(now)
+	if n.m.Status != rpcdef.StatusAlive {
+		ms.setStatus(n, rpcdef.StatusAlive, now)
+	}
+}
+
+// current finds the node a slave's call is about and checks its incarnation.
+// ms.mu is held.
+func (ms *Membership) current(name string, inc uint64) (*node, error) {
+	n, ok := ms.nodes[name]
+	if !ok {
+		return nil, rpcdef.Errorf(rpcdef.CodeNotJoined, "%s has not joined: call Join first", name)
+	}
+	if inc < n.m.Incarnation {
+		return nil, rpcdef.Errorf(rpcdef.CodeStaleIncarnation,
+			"%s incarnation %d was replaced by incarnation %d: this process must join again", name, inc, n.m.Incarnation)
+	}
+	if inc > n.m.Incarnation {
+		return nil, rpcdef.Errorf(rpcdef.CodeNotJoined, "%s incarnation %d has not joined: call Join first", name, inc)
+	}
+	switch n.m.Status {
+	case rpcdef.StatusDead, rpcdef.StatusLeft, rpcdef.StatusUnknown:
+		return nil, rpcdef.Errorf(rpcdef.CodeNotJoined, "%s is %s: join again", name, n.m.Status)
+	}
+	return n, nil
+}
+
+// Heartbeat records a heartbeat and returns the current event version.
+func (ms *Membership) Heartbeat(c Caller, inc uint64) (uint64, error) {
+	now := time.Now()
+	ms.self.NoteArrival(now)
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	n, err := ms.current(c.Node, inc)
+	if err != nil {
+		return ms.version, err
+	}
+	n.arr.Observe(now, &ms.t.Detector)
+	n.m.LastHeartbeat = now
+	n.connID, n.closedAt = c.ConnID, time.Time{}
+	if n.m.Status == rpcdef.StatusSuspect {
+		ms.setStatus(n, rpcdef.StatusAlive, now)
+		ms.emit(n, rpcdef.EventAlive, "heartbeat arrived", now)
+	}
+	return ms.version, nil
+}
+
+// Report stores a resource report.
+func (ms *Membership) Report(c Caller, inc uint64, r rpcdef.Resources) (uint64, error) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	n, err := ms.current(c.Node, inc)
+	if err != nil {
+		return ms.version, err
+	}
+	n.m.Resources = &r
+	n.connID, n.closedAt = c.ConnID, time.Time{}
+	return ms.version, nil
+}
+
+// Leave marks a slave as gone on purpose.
+func (ms *Membership) Leave(c Caller, inc uint64, reason string) error {
+	now := time.Now()
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	n, err := ms.current(c.Node, inc)
+	if err != nil {
+		return err
+	}
+	ms.setStatus(n, rpcdef.StatusLeft, now)
+	if reason == "" {
+		reason = "graceful leave"
+	}
+	ms.emit(n, rpcdef.EventLeft, reason, now)
+	return nil
+}
+
+// Touch notes that a slave called on connID (a watch, say), so the close of
+// an older connection no longer counts against it.
+func (ms *Membership) Touch(name string, connID uint64) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if n, ok := ms.nodes[name]; ok && n.connID != connID {
+		n.connID, n.closedAt = connID, time.Time{}
+	}
+}
+
+// ConnClosed is the evidence of a closed connection: the kernel of a killed
+// process closes its sockets at once. The node is suspect now, and dead
+// unless it is back within the close grace.
+func (ms *Membership) ConnClosed(name string, connID uint64) {
+	now := time.Now()
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	n, ok := ms.nodes[name]
+	if !ok || n.connID != connID || !n.closedAt.IsZero() {
+		return
+	}
+	switch n.m.Status {
+	case rpcdef.StatusAlive:
+		n.closedAt = now
+		ms.setStatus(n, rpcdef.StatusSuspect, now)
+		ms.emit(n, rpcdef.EventSuspect, "connection closed", now)
+	case rpcdef.StatusSuspect:
+		n.closedAt = now
+	}
+}
+
+// Forget removes a node from the roll.
+func (ms *Membership) Forget(name string) error {
+	now := time.Now()
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	n, ok := ms.nodes[name]
+	if !ok {
+		return rpcdef.Errorf(rpcdef.CodeNotFound, "no node %s", name)
+	}
+	delete(ms.nodes, name)
+	ms.emit(n, rpcdef.EventForgotten, "forgotten by an admin", now)
+	return nil
+}
+
+// Evict declares a node dead now.
+func (ms *Membership) Evict(name, reason string) error {
+	now := time.Now()
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	n, ok := ms.nodes[name]
+	if !ok {
+		return rpcdef.Errorf(rpcdef.CodeNotFound, "no node %s", name)
+	}
+	ms.setStatus(n, rpcdef.StatusDead, now)
+	ms.emit(n, rpcdef.EventDead, "evicted by an admin: "+reason, now)
+	return nil
+}
+
+// Tick runs the detector over every node. It is called every Timing.Tick.
+func (ms *Membership) Tick(now time.Time) {
+	stall := ms.self.Tick(now)
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if stall > 0 {
+		ms.forgive(stall)
+		ms.log.Warnf("the master itself stalled for %v: that gap is not counted against the slaves", stall.Round(time.Millisecond))
+	}
+	// Nobody at all heartbeating is the master's problem (its network), not
+	// every slave's: hold heartbeat verdicts until someone is heard again.
+	alive := 0
+	for _, n := range ms.nodes {
+		if n.m.Status == rpcdef.StatusAlive {
+			alive++
+		}
+	}
+	quiet := ms.self.QuietFor(now)
+	if alive >= 2 && quiet > ms.t.Detector.MinDead {
+		if ms.held.IsZero() {
+			ms.held = now
+			ms.log.Warnf("no heartbeat from any of %d alive slaves for %v: suspecting the master's own network, holding verdicts", alive, quiet.Round(time.Millisecond))
+		}
+	} else if !ms.held.IsZero() {
+		ms.forgive(now.Sub(ms.held))
+		ms.log.Infof("heartbeats arrive again after %v; verdicts resume", now.Sub(ms.held).Round(time.Millisecond))
+		ms.held = time.Time{}
+	}
+	for _, n := range ms.nodes {
+		switch n.m.Status {
+		case rpcdef.StatusAlive, rpcdef.StatusSuspect:
+		case rpcdef.StatusUnknown:
+			if now.Sub(n.m.StatusSince) >= ms.t.Detector.MaxDead {
+				ms.setStatus(n, rpcdef.StatusDead, now)
+				ms.emit(n, rpcdef.EventDead, fmt.Sprintf("not heard from within %v of the master's restart", ms.t.Detector.MaxDead), now)
+			}
+			continue
+		default:
+			continue
+		}
+		if !n.closedAt.IsZero() {
+			if now.Sub(n.closedAt) >= ms.t.CloseGrace {
+				ms.setStatus(n, rpcdef.StatusDead, now)
+				ms.emit(n, rpcdef.EventDead, fmt.Sprintf("connection closed and not back within %v", ms.t.CloseGrace), now)
+			}
+			continue
+		}
+		if !ms.held.IsZero() {
+			continue
+		}
+		switch n.arr.Judge(now, &ms.t.Detector) {
+		case VerdictDead:
+			silence := now.Sub(n.arr.Last())
+			ms.setStatus(n, rpcdef.StatusDead, now)
+			ms.emit(n, rpcdef.EventDead, fmt.Sprintf("no heartbeat for %v (phi %.1f)", silence.Round(time.Millisecond), n.arr.Phi(now, &ms.t.Detector)), now)
+		case VerdictSuspect:
+			if n.m.Status == rpcdef.StatusAlive {
+				ms.setStatus(n, rpcdef.StatusSuspect, now)
+				ms.emit(n, rpcdef.EventSuspect, fmt.Sprintf("no heartbeat for %v", now.Sub(n.arr.Last()).Round(time.Millisecond)), now)
+			}
+		}
+	}
+}
+
+// forgive moves every node's last sign of life forward by d. ms.mu is held.
+func (ms *Membership) forgive(d time.Duration) {
+	for _, n := range ms.nodes {
+		n.arr.Forgive(d)
+		if !n.closedAt.IsZero() {
+			n.closedAt = n.closedAt.Add(d)
+		}
+	}
+}
+
+// Members returns the roll sorted by name, or one member.
+func (ms *Membership) Members(name string) (rpcdef.MembersReply, error) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if name != "" {
+		if _, ok := ms.nodes[name]; !ok {
+			return rpcdef.MembersReply{}, rpcdef.Errorf(rpcdef.CodeNotFound, "no node %s in the cluster", name)
+		}
+	}
+	return rpcdef.MembersReply{Version: ms.version, Members: ms.membersLocked(name)}, nil
+}
+
+func (ms *Membership) membersLocked(name string) []rpcdef.Member {
+	if name != "" {
+		return []rpcdef.Member{ms.nodes[name].m}
+	}
+	out := make([]rpcdef.Member, 0, len(ms.nodes))
+	for _, n := range ms.nodes {
+		out = append(out, n.m)
+	}
+	slices.SortFunc(out, func(a, b rpcdef.Member) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Since fills reply with the events after version after and returns true,
+// or returns false and a channel that is closed at the next event.
+func (ms *Membership) Since(after uint64, reply *rpcdef.WatchReply) (bool, <-chan struct{}) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	reply.Version = ms.version
+	if after == ms.version {
+		return false, ms.changed
+	}
+	if after > ms.version || len(ms.events) == 0 || after+1 < ms.events[0].Version {
+		reply.Reset = true
+		reply.Members = ms.membersLocked("")
+		return true, nil
+	}
+	i, _ := slices.BinarySearchFunc(ms.events, after+1, func(e rpcdef.Event, v uint64) int {
+		switch {
+		case e.Version < v:
+			return -1
+		case e.Version > v:
+			return 1
+		}
+		return 0
+	})
+	reply.Events = slices.Clone(ms.events[i:])
+	return true, nil
+}
+
+// Version is the current event version.
+func (ms *Membership) Version() uint64 {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return ms.version
+}
+
+// roster is the roll's form on disk.
+type roster struct {
+	Version uint64        `json:"version"`
+	Nodes   []rosterEntry `json:"nodes"`
+}
+
+type rosterEntry struct {
+	Name         string        `json:"name"`
+	Incarnation  uint64        `json:"incarnation"`
+	Addr         string        `json:"addr"`
+	Status       rpcdef.Status `json:"status"`
+	JoinedAt     time.Time     `json:"joined_at"`
+	StatusSince  time.Time     `json:"status_since"`
+	CertNotAfter time.Time     `json:"cert_not_after"`
+}
+
+// Snapshot returns the roster to save if it changed since the last call.
+func (ms *Membership) Snapshot() ([]byte, bool, error) {
+	ms.mu.Lock()
+	if !ms.dirty {
+		ms.mu.Unlock()
+		return nil, false, nil
+	}
+	r := roster{Version: ms.version + versionReserve, Nodes: make([]rosterEntry, 0, len(ms.nodes))}
+	for _, n := range ms.nodes {
+		r.Nodes = append(r.Nodes, rosterEntry{Name: n.m.Name, Incarnation: n.m.Incarnation, Addr: n.m.Addr,
+			Status: n.m.Status, JoinedAt: n.m.JoinedAt, StatusSince: n.m.StatusSince, CertNotAfter: n.m.CertNotAfter})
+	}
+	ms.dirty = false
+	ms.mu.Unlock()
+	slices.SortFunc(r.Nodes, func(a, b rosterEntry) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		ms.MarkDirty()
+		return nil, false, err
+	}
+	return data, true, nil
+}
+
+// MarkDirty asks for the roster to be saved again (after a failed write).
+func (ms *Membership) MarkDirty() {
+	ms.mu.Lock()
+	ms.dirty = true
+	ms.mu.Unlock()
+}
+
+// Restore loads a saved roster into an empty roll. Nodes that were alive or
+// suspect are unknown until they join again, and dead if they do not within
+// MaxDead; dead and left nodes stay so.
+func (ms *Membership) Restore(data []byte) (int, error) {
+	var r roster
+	if err := json.Unmarshal(data, &r); err != nil {
+		return 0, fmt.Errorf("decode roster: %w", err)
+	}
+	now := time.Now()
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	for i, e := range r.Nodes {
+		if e.Name == "" {
+			return 0, fmt.Errorf("roster entry %d has no name", i)
+		}
+		switch e.Status {
+		case rpcdef.StatusAlive, rpcdef.StatusSuspect, rpcdef.StatusUnknown:
+			e.Status, e.StatusSince = rpcdef.StatusUnknown, now
+		case rpcdef.StatusDead, rpcdef.StatusLeft:
+		default:
+			return 0, fmt.Errorf("roster entry %s has status %q", e.Name, e.Status)
+		}
+		ms.nodes[e.Name] = &node{m: rpcdef.Member{Name: e.Name, Incarnation: e.Incarnation, Addr: e.Addr,
+			Status: e.Status, JoinedAt: e.JoinedAt, StatusSince: e.StatusSince, CertNotAfter: e.CertNotAfter}}
+	}
+	ms.version = r.Version
+	return len(r.Nodes), nil
+}

@@ -1,0 +1,292 @@
+// Package masterd is the master: it keeps the roll of the cluster, judges
+// its slaves' health from their heartbeats and connections, and tells every
+// member of every change.
+package masterd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"net/rpc"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/muster-lab/muster/conf"
+	"github.com/muster-lab/muster/internal/atomicfile"
+	"github.com/muster-lab/muster/internal/pki"
+	"github.com/muster-lab/muster/internal/tlsrpc"
+	"github.com/muster-lab/muster/rpcdef"
+)
+
+const (
+	rosterFile = "roster.json"
+	// saveEvery bounds how far the roster on disk lags the roll.
+	saveEvery = 200 * time.Millisecond
+	// maxWatchWait caps how long one Watch call blocks.
+	maxWatchWait = 30 * time.Second
+)
+
+// Server is masterd.
+type Server struct {
+	cfg       *conf.Master
+	log       logrus.FieldLogger
+	ms        *Membership
+	srv       *tlsrpc.Server
+	advertise string
+	svc       rpcdef.Service
+	reg       *rpcdef.RegistryClient
+	roster    string
+	pprof     *http.Server
+}
+
+// New loads the roster, binds the listener and returns a server ready to Run.
+func New(cfg *conf.Master, log logrus.FieldLogger) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("master config has no loaded certificates: use conf.LoadMaster")
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state directory: %w", err)
+	}
+	d := cfg.Detector
+	s := &Server{cfg: cfg, log: log, roster: filepath.Join(cfg.StateDir, rosterFile)}
+	s.ms = NewMembership(Timing{
+		Detector: DetectorConfig{
+			Interval: cfg.HeartbeatInterval.D(), Window: d.Window, SuspectPhi: d.SuspectPhi, DeadPhi: d.DeadPhi,
+			MinDead: d.MinDead.D(), MaxDead: d.MaxDead.D(),
+		},
+		CloseGrace: d.CloseGrace.D(),
+		Report:     cfg.ReportInterval.D(),
+		Tick:       d.Tick.D(),
+	}, log)
+	if err := s.ms.t.Detector.Validate(); err != nil {
+		return nil, fmt.Errorf("detector settings: %w", err)
+	}
+	data, err := os.ReadFile(s.roster)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("read roster: %w", err)
+	default:
+		n, err := s.ms.Restore(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w (move it aside to start with an empty roll)", s.roster, err)
+		}
+		log.Infof("restored %d nodes from %s; those that were up are unknown until they join again, and dead if they do not within %v",
+			n, s.roster, d.MaxDead.D())
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	s.advertise, err = advertiseAddr(cfg.AdvertiseHost, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	opts := tlsrpc.Options{
+		HandshakeTimeout: cfg.HandshakeTimeout.D(),
+		IdleTimeout:      max(30*time.Second, 10*cfg.HeartbeatInterval.D()),
+		MaxConns:         cfg.MaxConns,
+	}
+	s.srv, err = tlsrpc.New(ln, cfg.Store.ServerConfig(), opts, s.attach, log.WithField("listener", "tls"))
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s.svc = rpcdef.Service{ServiceKey: rpcdef.ServiceKey{Name: rpcdef.ClusterService, Instance: cfg.Cluster},
+		Version: rpcdef.ClusterVersion, Addr: s.advertise}
+	if cfg.Registry != "" {
+		s.reg = rpcdef.NewRegistryClient("registry "+cfg.Registry,
+			rpcdef.DialTLS(cfg.Registry, cfg.Store.ClientConfig(pki.ExpectRole(pki.RoleRegistry))))
+	} else {
+		s.reg = rpcdef.NewRegistryClient("registry socket "+cfg.RegistrySocket, rpcdef.DialUnix(cfg.RegistrySocket))
+	}
+	if cfg.Pprof != "" {
+		pln, err := net.Listen("tcp", cfg.Pprof)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("listen for pprof on %s: %w", cfg.Pprof, err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		s.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go s.pprof.Serve(pln)
+	}
+	return s, nil
+}
+
+// advertiseAddr is the address registered for slaves to dial.
+func advertiseAddr(host string, bound *net.TCPAddr) (string, error) {
+	if host == "" {
+		if !bound.IP.IsUnspecified() {
+			host = bound.IP.String()
+		} else {
+			h, err := os.Hostname()
+			if err != nil {
+				return "", fmt.Errorf("listening on every interface and no advertise_host set: hostname: %w", err)
+			}
+			host = h
+		}
+	}
+	return net.JoinHostPort(host, fmt.Sprint(bound.Port)), nil
+}
+
+// Addr is the address ClusterService listens on.
+func (s *Server) Addr() net.Addr { return s.srv.Addr() }
+
+// Advertised is the address registered in the registry.
+func (s *Server) Advertised() string { return s.advertise }
+
+// Membership is the server's roll.
+func (s *Server) Membership() *Membership { return s.ms }
+
+// Reload reads the certificates again (on SIGHUP).
+func (s *Server) Reload() error { return s.cfg.Store.Reload() }
+
+// Run serves until ctx ends; then it unregisters from the registry, saves the
+// roster and returns.
+func (s *Server) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.srv.Serve(gctx) })
+	g.Go(func() error { s.detect(gctx); return nil })
+	g.Go(func() error { s.saveLoop(gctx); return nil })
+	g.Go(func() error { s.keepLease(gctx); return nil })
+	err := g.Wait()
+	s.save()
+	return err
+}
+
+// Close stops the listener. It is safe to call twice.
+func (s *Server) Close() error {
+	if s.pprof != nil {
+		s.pprof.Close()
+	}
+	s.reg.Close()
+	return s.srv.Close()
+}
+
+func (s *Server) detect(ctx context.Context) {
+	tick := time.NewTicker(s.ms.t.Tick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			s.ms.Tick(now)
+		}
+	}
+}
+
+func (s *Server) saveLoop(ctx context.Context) {
+	tick := time.NewTicker(saveEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			s.save()
+		}
+	}
+}
+
+func (s *Server) save() {
+	data, ok, err := s.ms.Snapshot()
+	if err != nil || !ok {
+		return
+	}
+	if err := atomicfile.Write(s.roster, data, 0o600); err != nil {
+		s.ms.MarkDirty()
+		s.log.WithError(err).Error("save roster")
+	}
+}
+
+// keepLease registers ClusterService and renews it at a third of the TTL.
+// After an unknown-lease error (the registry restarted and dropped us, or
+// our lease ran out) it registers again. On the way out it unregisters.
+func (s *Server) keepLease(ctx context.Context) {
+	var lease string
+	var ttl time.Duration
+	var failing error
+	backoff := 100 * time.Millisecond
+	for {
+		var wait time.Duration
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if lease == "" {
+			r, err := s.reg.Register(cctx, s.svc)
+			if err == nil {
+				lease, ttl = r.Lease, r.TTL
+				s.log.WithField("service", s.svc.ServiceKey.String()).Infof("registered %s at %s with %s (lease %v)", s.svc.ServiceKey, s.advertise, s.reg.Target(), ttl)
+			}
+			failing = s.leaseError(failing, "register", err)
+		} else {
+			_, err := s.reg.Renew(cctx, s.svc.ServiceKey, lease)
+			if errors.Is(err, rpcdef.ErrUnknownLease) {
+				s.log.WithField("service", s.svc.ServiceKey.String()).Warn("the registry no longer knows our lease (it restarted, or the lease ran out); registering again")
+				lease, err = "", nil
+			}
+			failing = s.leaseError(failing, "renew", err)
+		}
+		cancel()
+		switch {
+		case failing != nil:
+			wait = backoff + rand.N(backoff/2)
+			backoff = min(2*backoff, 2*time.Second)
+		case lease == "":
+			wait = 0
+		default:
+			wait, backoff = ttl/3, 100*time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			if lease != "" {
+				uctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				if err := s.reg.Unregister(uctx, s.svc.ServiceKey); err != nil {
+					s.log.WithError(err).Warn("unregister from the registry")
+				} else {
+					s.log.WithField("service", s.svc.ServiceKey.String()).Info("unregistered")
+				}
+				cancel()
+			}
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// leaseError logs a registry failure once, and its recovery.
+func (s *Server) leaseError(prev error, op string, err error) error {
+	switch {
+	case err != nil && prev == nil:
+		s.log.WithError(err).Warnf("%s %s with %s failed; retrying with backoff", op, s.svc.ServiceKey, s.reg.Target())
+	case err == nil && prev != nil:
+		s.log.Infof("%s with %s works again", op, s.reg.Target())
+	}
+	return err
+}
+
+// attach gives each connection a Session that knows its caller.
+func (s *Server) attach(srv *rpc.Server, p tlsrpc.Peer) (func(), error) {
+	x := &Session{s: s, peer: p, log: s.log.WithFields(logrus.Fields{"peer": p.Addr, "identity": p.Identity.String()})}
+	if err := srv.RegisterName(rpcdef.ClusterService, x); err != nil {
+		return nil, err
+	}
+	if p.Identity.Role != pki.RoleSlave {
+		return nil, nil
+	}
+	return func() { s.ms.ConnClosed(p.Identity.Name, p.ConnID) }, nil
+}

@@ -1,0 +1,141 @@
+package masterd
+
+import (
+	"errors"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/muster-lab/muster/internal/pki"
+	"github.com/muster-lab/muster/internal/tlsrpc"
+	"github.com/muster-lab/muster/rpcdef"
+)
+
+// Session is ClusterService as one connection sees it: every method knows
+// the certificate of its caller.
+type Session struct {
+	s    *Server
+	peer tlsrpc.Peer
+	log  logrus.FieldLogger
+}
+
+// slave checks the identity rule, Kubernetes' NodeRestriction: a slave may
+// only speak for the node named in its own certificate.
+func (x *Session) slave(method, node string) (Caller, error) {
+	id := x.peer.Identity
+	if id.Role != pki.RoleSlave {
+		x.log.Warnf("refused %s for %s: caller is a %s, not a slave", method, node, id.Role)
+		return Caller{}, rpcdef.Errorf(rpcdef.CodePermission, "%s: only slave certificates may call %s", id, method)
+	}
+	if node != id.Name {
+		x.log.WithField("claimed", node).Warnf("impersonation attempt: %s sent %s as %s", id, method, node)
+		return Caller{}, rpcdef.Errorf(rpcdef.CodePermission, "%s may only %s as %s, not as %s", id, method, id.Name, node)
+	}
+	return Caller{Node: node, Addr: x.peer.Addr, ConnID: x.peer.ConnID, CertNotAfter: x.peer.CertNotAfter}, nil
+}
+
+func (x *Session) admin(method string) error {
+	if x.peer.Identity.Role != pki.RoleAdmin {
+		x.log.Warnf("refused %s: it needs an admin certificate", method)
+		return rpcdef.Errorf(rpcdef.CodePermission, "%s: %s needs an admin certificate", x.peer.Identity, method)
+	}
+	return nil
+}
+
+// Join admits the calling slave.
+func (x *Session) Join(args *rpcdef.JoinArgs, reply *rpcdef.JoinReply) error {
+	c, err := x.slave("Join", args.Node)
+	if err != nil {
+		return err
+	}
+	if args.Protocol != rpcdef.ProtocolVersion {
+		return rpcdef.Errorf(rpcdef.CodeIncompatible, "slave speaks protocol %d, this master speaks %d", args.Protocol, rpcdef.ProtocolVersion)
+	}
+	r, err := x.s.ms.Join(c, args.Incarnation)
+	if err != nil {
+		return err
+	}
+	r.Master = x.s.cfg.Store.Identity().String()
+	*reply = r
+	return nil
+}
+
+// Heartbeat records that the calling slave is alive.
+func (x *Session) Heartbeat(args *rpcdef.HeartbeatArgs, reply *rpcdef.HeartbeatReply) error {
+	c, err := x.slave("Heartbeat", args.Node)
+	if err != nil {
+		return err
+	}
+	v, err := x.s.ms.Heartbeat(c, args.Incarnation)
+	reply.Version = v
+	return err
+}
+
+// Report stores the calling slave's resource figures.
+func (x *Session) Report(args *rpcdef.ReportArgs, reply *rpcdef.ReportReply) error {
+	c, err := x.slave("Report", args.Node)
+	if err != nil {
+		return err
+	}
+	v, err := x.s.ms.Report(c, args.Incarnation, args.Resources)
+	reply.Version = v
+	return err
+}
+
+// Leave marks the calling slave as gone on purpose.
+func (x *Session) Leave(args *rpcdef.LeaveArgs, _ *rpcdef.Empty) error {
+	c, err := x.slave("Leave", args.Node)
+	if err != nil {
+		return err
+	}
+	return x.s.ms.Leave(c, args.Incarnation, args.Reason)
+}
+
+// Members returns the roll. Any certificate of the cluster may read it.
+func (x *Session) Members(args *rpcdef.MembersArgs, reply *rpcdef.MembersReply) error {
+	r, err := x.s.ms.Members(args.Node)
+	*reply = r
+	return err
+}
+
+// Watch blocks until there are events after args.After, or args.Wait passes.
+func (x *Session) Watch(args *rpcdef.WatchArgs, reply *rpcdef.WatchReply) error {
+	if x.peer.Identity.Role == pki.RoleSlave {
+		x.s.ms.Touch(x.peer.Identity.Name, x.peer.ConnID)
+	}
+	wait := min(max(args.Wait, 0), maxWatchWait)
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		ok, changed := x.s.ms.Since(args.After, reply)
+		if ok {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return nil
+		case <-x.peer.Done:
+			return errors.New("connection closed")
+		}
+	}
+}
+
+// Null answers at once.
+func (x *Session) Null(_ *rpcdef.Empty, _ *rpcdef.Empty) error { return nil }
+
+// Forget removes a node from the roll (admin only).
+func (x *Session) Forget(args *rpcdef.ForgetArgs, _ *rpcdef.Empty) error {
+	if err := x.admin("Forget"); err != nil {
+		return err
+	}
+	return x.s.ms.Forget(args.Node)
+}
+
+// Evict declares a node dead now (admin only).
+func (x *Session) Evict(args *rpcdef.EvictArgs, _ *rpcdef.Empty) error {
+	if err := x.admin("Evict"); err != nil {
+		return err
+	}
+	return x.s.ms.Evict(args.Node, args.Reason)
+}
