@@ -78,7 +78,7 @@ func New(cfg *conf.Registry, log logrus.FieldLogger) (*Server, error) {
 		return nil, err
 	}
 	if cfg.Socket != "" {
-		uln, err := listenUnix(cfg.Socket)
+		uln, err := tlsrpc.ListenUnix(cfg.Socket, "registryd")
 		if err != nil {
 			ln.Close()
 			return nil, err
@@ -91,34 +91,6 @@ func New(cfg *conf.Registry, log logrus.FieldLogger) (*Server, error) {
 		}
 	}
 	return s, nil
-}
-
-// listenUnix binds the local socket, replacing a socket file left by a
-// registry that is no longer running, and lets anyone connect: lookups need
-// no credentials, and registrations are checked with SO_PEERCRED.
-func listenUnix(path string) (*net.UnixListener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create socket directory: %w", err)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("socket path %s exists and is not a socket; remove it or choose another socket", path)
-		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("socket %s is in use: is another registryd running?", path)
-		}
-		os.Remove(path)
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o666); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("chmod %s: %w", path, err)
-	}
-	return ln, nil
 }
 
 // Addr is the TLS listener's address.

@@ -54,6 +54,9 @@ func buildAndRun(m *testing.M) int {
 		// Under go test -race the daemons are race-checked too; -race needs cgo.
 		build = exec.Command("go", "build", "-race", "-o", binDir+"/", "./cmd/...")
 		build.Env = append(os.Environ(), "CGO_ENABLED=1")
+		// Race-built programs sleep a second at exit by default; every daemon
+		// and rpc-query the tests start inherits this.
+		os.Setenv("GORACE", "atexit_sleep_ms=0")
 	}
 	build.Dir = repoRoot
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr

@@ -1,0 +1,610 @@
+// Package slaved is muster's slave: it finds the master through the registry,
+// joins the cluster, heartbeats and reports its resources, follows membership
+// events, and serves its view of the group on a local socket.
+//
+// One ClusterClient (one TLS connection) carries every call to the master:
+// the master reads the close of that connection as evidence of a crash, so a
+// call is never cancelled while the slave means to stay, and a heartbeat that
+// finds the connection broken is sent again at once on a new one.
+package slaved
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/rpc"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/muster-lab/muster/conf"
+	"github.com/muster-lab/muster/internal/daemon"
+	"github.com/muster-lab/muster/internal/pki"
+	"github.com/muster-lab/muster/internal/tlsrpc"
+	"github.com/muster-lab/muster/rpcdef"
+)
+
+const (
+	// watchWait is how long one Watch call waits at the master for events.
+	watchWait = 20 * time.Second
+	// watchSlack is added to a Watch call's deadline beyond watchWait and
+	// the call timeout, so that the master answers before the slave gives up.
+	watchSlack = 2 * time.Second
+	// minWatchGap: a Watch answered sooner than this with nothing new makes
+	// the next one wait, so a master that does not block is not spun on.
+	minWatchGap = 100 * time.Millisecond
+	// Intervals used if the master's JoinReply leaves them out.
+	fallbackHeartbeat = time.Second
+	fallbackReport    = 5 * time.Second
+	// leaveReason is what the master records when this slave stops.
+	leaveReason = "slaved stopped"
+)
+
+// Slave is slaved: its membership of the cluster and its local socket.
+type Slave struct {
+	cfg     *conf.Slave
+	log     logrus.FieldLogger
+	node    string
+	inc     uint64
+	key     rpcdef.ServiceKey
+	sampler *Sampler
+	view    *View
+	local   *tlsrpc.Server // nil when cfg.Socket is ""
+
+	seq     atomic.Uint64 // heartbeat sequence number
+	running atomic.Bool
+	ready   atomic.Bool   // the readiness line was logged
+	joins   atomic.Uint64 // successful joins
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	closeErr  error
+}
+
+// New checks cfg, opens the resource sampler and binds the local socket. The
+// incarnation is taken from the clock, so it is new at every start and grows
+// across restarts.
+func New(cfg *conf.Slave, log logrus.FieldLogger) (*Slave, error) {
+	if cfg == nil {
+		return nil, errors.New("no slave config")
+	}
+	if cfg.Store == nil {
+		return nil, errors.New("slave config has no loaded certificates: use conf.LoadSlave")
+	}
+	id := cfg.Store.Identity()
+	node := cfg.Node
+	if node == "" {
+		node = id.Name
+	}
+	switch {
+	case id.Role != pki.RoleSlave:
+		return nil, fmt.Errorf("certificate is for %s, a %s: slaved needs a slave certificate", id, id.Role)
+	case id.Name != node:
+		return nil, fmt.Errorf("certificate is for slave %s but the config says node = %q; a slave's name is the one in its certificate", id.Name, node)
+	case id.Cluster != cfg.Cluster:
+		return nil, fmt.Errorf("certificate is for cluster %q but the config says cluster = %q", id.Cluster, cfg.Cluster)
+	case cfg.Registry == "" && cfg.RegistrySocket == "":
+		return nil, errors.New("no registry: give registry (HOST:PORT) or registry_socket")
+	case cfg.CallTimeout <= 0:
+		return nil, fmt.Errorf("call_timeout = %v: want a positive duration", cfg.CallTimeout.D())
+	case cfg.MaxBackoff <= 0:
+		return nil, fmt.Errorf("max_backoff = %v: want a positive duration", cfg.MaxBackoff.D())
+	}
+	log = log.WithField("node", node)
+	sampler, err := NewSampler(cfg.ProcRoot, cfg.Mounts)
+	if err != nil {
+		return nil, fmt.Errorf("resource sampler: %w", err)
+	}
+	inc := uint64(time.Now().UnixNano())
+	s := &Slave{
+		cfg:     cfg,
+		log:     log,
+		node:    node,
+		inc:     inc,
+		key:     rpcdef.ServiceKey{Name: rpcdef.ClusterService, Instance: cfg.Cluster},
+		sampler: sampler,
+		view:    newView(node, inc, log),
+		closed:  make(chan struct{}),
+	}
+	if cfg.Socket != "" {
+		ln, err := tlsrpc.ListenUnix(cfg.Socket, "slaved")
+		if err != nil {
+			return nil, err
+		}
+		s.local, err = tlsrpc.New(ln, nil, tlsrpc.Options{}, attachView(s.view), log.WithField("listener", "unix"))
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Incarnation is this process's incarnation number.
+func (s *Slave) Incarnation() uint64 { return s.inc }
+
+// Run joins the cluster and stays in it until ctx ends (or Close is called);
+// then it leaves the cluster gracefully and returns nil. Failures to reach
+// the registry or the master are retried with backoff, never returned.
+func (s *Slave) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("slave is already running: Run may be called once")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	g, gctx := errgroup.WithContext(ctx)
+	if s.local != nil {
+		g.Go(func() error {
+			if err := s.local.Serve(gctx); err != nil {
+				return fmt.Errorf("serve %s: %w", s.cfg.Socket, err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		s.loop(gctx)
+		return nil
+	})
+	return g.Wait()
+}
+
+// Close releases the local socket and stops Run. It is safe to call twice.
+func (s *Slave) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		if s.local != nil {
+			s.closeErr = s.local.Close()
+		}
+	})
+	return s.closeErr
+}
+
+// Reload reads the certificates again (on SIGHUP). Connections made
+// afterwards use them.
+func (s *Slave) Reload() error {
+	return s.cfg.Store.Reload()
+}
+
+// loop finds the master and stays joined to it, until ctx ends.
+func (s *Slave) loop(ctx context.Context) {
+	b := newBackoff(initialBackoff, s.cfg.MaxBackoff.D())
+	var quiet repeats
+	for ctx.Err() == nil {
+		joins := s.joins.Load()
+		addr, err := s.resolve(ctx, !quiet.repeating())
+		if err == nil {
+			err = s.connected(ctx, addr, b)
+		}
+		if err == nil { // ctx ended and the slave left
+			return
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		if s.joins.Load() != joins {
+			quiet.reset()
+		}
+		d := b.next()
+		s.logFailure(err, addr, d, &quiet)
+		sleep(ctx, d)
+	}
+	s.log.Info("stopping: not joined to a master, so there is nothing to leave")
+}
+
+// registry returns a client of the configured registry and how to name it.
+func (s *Slave) registry() (*rpcdef.RegistryClient, string) {
+	if s.cfg.Registry != "" {
+		tc := s.cfg.Store.ClientConfig(pki.ExpectRole(pki.RoleRegistry))
+		return rpcdef.NewRegistryClient("registry "+s.cfg.Registry, rpcdef.DialTLS(s.cfg.Registry, tc)), s.cfg.Registry
+	}
+	p := s.cfg.RegistrySocket
+	return rpcdef.NewRegistryClient("registry socket "+p, rpcdef.DialUnix(p)), p
+}
+
+// resolve asks the registry where the cluster's ClusterService is. The
+// connection is closed afterwards: a slave asks rarely.
+func (s *Slave) resolve(ctx context.Context, loud bool) (string, error) {
+	reg, where := s.registry()
+	defer reg.Close()
+	msg := fmt.Sprintf("looking up %s in the registry at %s", s.key, where)
+	if loud {
+		s.log.Info(msg)
+	} else {
+		s.log.Debug(msg)
+	}
+	// Not cut short when ctx ends: the call is brief, and a cancelled call's
+	// reply may still be written by net/rpc as the stub reads it.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CallTimeout.D())
+	defer cancel()
+	e, err := reg.Lookup(cctx, s.key)
+	switch {
+	case errors.Is(err, rpcdef.ErrNotFound):
+		return "", fmt.Errorf("look up %s in the registry at %s: %w (is masterd running?)", s.key, where, err)
+	case err != nil:
+		return "", fmt.Errorf("look up %s in the registry at %s: %w", s.key, where, err)
+	case e.Addr == "":
+		return "", fmt.Errorf("the registry at %s lists %s with no address", where, s.key)
+	}
+	s.log.WithFields(logrus.Fields{"addr": e.Addr, "owner": e.Owner, "state": e.State}).Debugf("%s is at %s", s.key, e.Addr)
+	return e.Addr, nil
+}
+
+// notMasterError says the server reached for ClusterService does not hold a
+// master certificate.
+type notMasterError struct {
+	id  pki.Identity
+	err error
+}
+
+func (e *notMasterError) Error() string { return e.err.Error() }
+func (e *notMasterError) Unwrap() error { return e.err }
+
+// expectMaster accepts only a master's certificate: a slave's stolen
+// certificate must not be able to pose as the master.
+func expectMaster(id pki.Identity) error {
+	if err := pki.ExpectRole(pki.RoleMaster)(id); err != nil {
+		return &notMasterError{id: id, err: err}
+	}
+	return nil
+}
+
+// connected joins the master at addr and stays joined through one
+// ClusterClient until the connection cannot be restored (returned) or ctx
+// ends (it leaves and returns nil). A master that asks for a new join gets
+// one on the same connection.
+func (s *Slave) connected(ctx context.Context, addr string, b *backoff) error {
+	kick := make(chan struct{}, 1)
+	cl := rpcdef.NewClusterClient("master "+addr, s.dialMaster(addr, kick))
+	defer cl.Close()
+	// The watch outlives rejoins on this connection, and is stopped only
+	// after Leave: cancelling a call closes the connection.
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	var watch sync.WaitGroup
+	defer func() {
+		stopWatch()
+		watch.Wait()
+	}()
+	watching := false
+	for ctx.Err() == nil {
+		r, err := s.join(ctx, cl, addr)
+		if err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			s.leave(cl)
+			return nil
+		}
+		if !watching {
+			watching = true
+			watch.Go(func() { s.watchLoop(watchCtx, cl, kick) })
+		}
+		progressed, err := s.member(ctx, cl, r, kick)
+		if progressed {
+			b.reset()
+		}
+		if ctx.Err() != nil {
+			s.leave(cl)
+			return nil
+		}
+		s.view.setJoined(false, "", "")
+		if !mustRejoin(err) {
+			return err
+		}
+		s.log.WithField("incarnation", s.inc).Warnf("%v: joining again", err)
+		if !progressed {
+			sleep(ctx, b.next())
+		}
+	}
+	return ctx.Err()
+}
+
+// heartbeatCall marks the context of a heartbeat, for dialMaster.
+type heartbeatCall struct{}
+
+// dialMaster dials the master at addr over mutual TLS, accepting only a
+// master's certificate. A call may find the connection broken and make a new
+// one without failing (the rpcdef.Conn redials); the master saw the old one
+// close and counts the slave suspect until it hears from it, so every new
+// connection after the first that was not made by a heartbeat pokes the
+// heartbeat loop.
+func (s *Slave) dialMaster(addr string, kick chan<- struct{}) rpcdef.Dialer {
+	dial := rpcdef.DialTLS(addr, s.cfg.Store.ClientConfig(expectMaster))
+	var dials atomic.Uint64
+	return func(ctx context.Context) (net.Conn, error) {
+		c, err := dial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if n := dials.Add(1); n > 1 {
+			s.log.WithField("addr", addr).Debugf("new connection to the master (number %d)", n)
+			if ctx.Value(heartbeatCall{}) == nil {
+				poke(kick)
+			}
+		}
+		return c, nil
+	}
+}
+
+// join sends Join and takes the master's roll as the view.
+func (s *Slave) join(ctx context.Context, cl *rpcdef.ClusterClient, addr string) (rpcdef.JoinReply, error) {
+	// Not cut short when ctx ends: cancelling would close the connection,
+	// and a join that got through is followed by a Leave.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CallTimeout.D())
+	defer cancel()
+	r, err := cl.Join(cctx, rpcdef.JoinArgs{Node: s.node, Incarnation: s.inc, Protocol: rpcdef.ProtocolVersion})
+	if err != nil {
+		return r, fmt.Errorf("join %s at %s: %w", s.key, addr, err)
+	}
+	log := s.log.WithFields(logrus.Fields{"addr": addr, "master": r.Master, "incarnation": s.inc, "version": r.Version})
+	s.joins.Add(1)
+	first := s.ready.CompareAndSwap(false, true)
+	if first {
+		log.Infof("joined %s at %s as %s, incarnation %d", s.key, addr, s.node, s.inc)
+	} else {
+		log.Infof("joined %s again at %s as %s, incarnation %d", s.key, addr, s.node, s.inc)
+	}
+	s.view.join(r.Version, r.Members)
+	s.view.setJoined(true, r.Master, addr)
+	if first {
+		daemon.Ready(s.log, logrus.Fields{"addr": addr, "socket": s.cfg.Socket, "incarnation": s.inc})
+	}
+	return r, nil
+}
+
+// member heartbeats and reports until the master asks for a new join, the
+// connection is lost for good, or ctx ends (nil). progressed says whether a
+// heartbeat got through.
+func (s *Slave) member(ctx context.Context, cl *rpcdef.ClusterClient, r rpcdef.JoinReply, kick chan struct{}) (progressed bool, err error) {
+	hb, rep := r.HeartbeatInterval, r.ReportInterval
+	if hb <= 0 {
+		s.log.Warnf("the master gave no heartbeat interval; using %v", fallbackHeartbeat)
+		hb = fallbackHeartbeat
+	}
+	if rep <= 0 {
+		s.log.Warnf("the master gave no report interval; using %v", fallbackReport)
+		rep = fallbackReport
+	}
+	s.log.WithFields(logrus.Fields{"heartbeat_interval": hb, "report_interval": rep}).Debug("intervals set by the master")
+	var ok atomic.Bool
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.heartbeatLoop(gctx, cl, hb, kick, &ok) })
+	g.Go(func() error { return s.reportLoop(gctx, cl, rep, kick) })
+	err = g.Wait()
+	return ok.Load(), err
+}
+
+// heartbeatLoop sends a heartbeat every interval, and at once when kicked (a
+// call on the connection failed). A heartbeat that fails on a broken
+// connection is sent again at once on a new one: the master declares a
+// slave whose connection closed dead after a short grace.
+func (s *Slave) heartbeatLoop(ctx context.Context, cl *rpcdef.ClusterClient, every time.Duration, kick <-chan struct{}, ok *atomic.Bool) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-kick:
+		}
+		err := s.heartbeat(ctx, cl, every)
+		if err != nil && lostConnection(err) && ctx.Err() == nil {
+			s.log.WithError(err).Warn("heartbeat failed; sending it again at once on a new connection")
+			err = s.heartbeat(ctx, cl, every)
+		}
+		switch {
+		case err == nil:
+			ok.Store(true)
+		case ctx.Err() != nil && lostConnection(err):
+			return nil
+		default:
+			return fmt.Errorf("heartbeat to %s: %w", cl.Target(), err)
+		}
+	}
+}
+
+// heartbeat sends one heartbeat. The call is not cut short when ctx ends:
+// that would close the connection the master watches.
+func (s *Slave) heartbeat(ctx context.Context, cl *rpcdef.ClusterClient, every time.Duration) error {
+	cctx, cancel := context.WithTimeout(context.WithValue(context.WithoutCancel(ctx), heartbeatCall{}, true), s.cfg.CallTimeout.D())
+	defer cancel()
+	r, err := cl.Heartbeat(cctx, rpcdef.HeartbeatArgs{Node: s.node, Incarnation: s.inc, Seq: s.seq.Add(1)})
+	if err != nil {
+		return err
+	}
+	s.view.heartbeat(time.Now())
+	if s.view.behind(r.Version, 2*every) {
+		// The watch loop catches up; this is only worth a note.
+		s.log.WithField("master_version", r.Version).Debugf("view at version %d is behind the master's", s.view.Version())
+	}
+	return nil
+}
+
+// reportLoop sends a resource report at once and then every interval. A
+// report lost to the connection pokes the heartbeat, which decides about the
+// connection.
+func (s *Slave) reportLoop(ctx context.Context, cl *rpcdef.ClusterClient, every time.Duration, kick chan<- struct{}) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		err := s.report(ctx, cl)
+		switch {
+		case err == nil:
+		case mustRejoin(err):
+			return fmt.Errorf("report to %s: %w", cl.Target(), err)
+		case lostConnection(err):
+			poke(kick)
+			if ctx.Err() == nil {
+				s.log.WithError(err).Warn("report failed on the connection to the master")
+			}
+		default:
+			s.log.WithError(err).Warn("report failed")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Slave) report(ctx context.Context, cl *rpcdef.ClusterClient) error {
+	res, err := s.sampler.Sample()
+	if err != nil {
+		return fmt.Errorf("sample resources: %w", err)
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CallTimeout.D())
+	defer cancel()
+	if _, err := cl.Report(cctx, rpcdef.ReportArgs{Node: s.node, Incarnation: s.inc, Resources: res}); err != nil {
+		return err
+	}
+	s.view.report(res)
+	return nil
+}
+
+// watchLoop keeps a Watch call pending at the master, so membership changes
+// reach the view at once, until ctx ends. Failures poke the heartbeat, which
+// decides about the connection and the join; the watch only tries again.
+func (s *Slave) watchLoop(ctx context.Context, cl *rpcdef.ClusterClient, kick chan<- struct{}) {
+	b := newBackoff(initialBackoff, s.cfg.MaxBackoff.D())
+	for {
+		after := s.view.Version()
+		start := time.Now()
+		cctx, cancel := context.WithTimeout(ctx, watchWait+s.cfg.CallTimeout.D()+watchSlack)
+		r, err := cl.Watch(cctx, after, watchWait)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			d := b.next()
+			log := s.log.WithError(err).WithField("retry_in", d.Round(time.Millisecond))
+			if lostConnection(err) || mustRejoin(err) {
+				poke(kick)
+				log.Debug("watch failed")
+			} else {
+				log.Warn("watch failed")
+			}
+			if !sleep(ctx, d) {
+				return
+			}
+			continue
+		}
+		if r.Reset {
+			s.view.reset(r.Version, r.Members)
+		} else {
+			s.view.apply(r.Events, r.Version)
+		}
+		if r.Reset || s.view.Version() != after {
+			b.reset()
+			continue
+		}
+		if time.Since(start) < minWatchGap && !sleep(ctx, b.next()) {
+			return
+		}
+	}
+}
+
+// leave tells the master this slave is going, with a short deadline.
+func (s *Slave) leave(cl *rpcdef.ClusterClient) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CallTimeout.D())
+	defer cancel()
+	err := cl.Leave(ctx, rpcdef.LeaveArgs{Node: s.node, Incarnation: s.inc, Reason: leaveReason})
+	s.view.setJoined(false, "", "")
+	if err != nil {
+		s.log.WithError(err).Warn("could not leave the cluster gracefully; the master will declare this node dead instead")
+		return
+	}
+	s.log.WithField("incarnation", s.inc).Info("left the cluster")
+}
+
+// logFailure logs why finding or staying with the master failed, saying what
+// to do where the slave cannot fix it alone. A run of identical failures is
+// logged in full at first, then every 30th time.
+func (s *Slave) logFailure(err error, addr string, d time.Duration, q *repeats) {
+	log := s.log.WithField("retry_in", d.Round(time.Millisecond))
+	if addr != "" {
+		log = log.WithField("addr", addr)
+	}
+	level := logrus.WarnLevel
+	var msg string
+	var nm *notMasterError
+	switch {
+	case errors.As(err, &nm):
+		level = logrus.ErrorLevel
+		msg = fmt.Sprintf("%s resolved to %s, which is served by %s, not a master: refusing to join it (a slave checks the master's certificate so that a stolen certificate cannot pose as the master); find out what registered %s there (rpc-query services)", s.key, addr, nm.id, s.key)
+	case errors.Is(err, pki.ErrWrongCluster):
+		level = logrus.ErrorLevel
+		msg = fmt.Sprintf("%v: the registry points at a server of another cluster; check the registry this slave uses", err)
+	case errors.Is(err, rpcdef.ErrPermission):
+		level = logrus.ErrorLevel
+		msg = fmt.Sprintf("the master refused %s: %v; fix the master's configuration or this node's certificate (certgen issue --role slave --name %s); still trying", s.node, err, s.node)
+	case errors.Is(err, rpcdef.ErrIncompatible):
+		level = logrus.ErrorLevel
+		msg = fmt.Sprintf("%v: this slaved speaks protocol %d; upgrade the older side", err, rpcdef.ProtocolVersion)
+	default:
+		msg = err.Error()
+	}
+	if n, loud := q.seen(msg); !loud {
+		level = logrus.DebugLevel
+	} else if n > 1 {
+		msg = fmt.Sprintf("%s (%d times in a row)", msg, n)
+	}
+	log.Logf(level, "%s; looking up the master again in %v", msg, d.Round(time.Millisecond))
+}
+
+// repeats counts a run of identical failure messages.
+type repeats struct {
+	last string
+	n    int
+}
+
+// seen records msg and says how many times in a row it has been seen and
+// whether to log it loudly: the first three times, then every 30th.
+func (r *repeats) seen(msg string) (int, bool) {
+	if msg == r.last {
+		r.n++
+	} else {
+		r.last, r.n = msg, 1
+	}
+	return r.n, r.n <= 3 || r.n%30 == 0
+}
+
+// repeating says whether the last failure has been logged loudly enough.
+func (r *repeats) repeating() bool { return r.n >= 3 }
+
+// reset forgets the run, after a success.
+func (r *repeats) reset() { r.last, r.n = "", 0 }
+
+// mustRejoin says the master no longer counts this incarnation as joined.
+func mustRejoin(err error) bool {
+	return errors.Is(err, rpcdef.ErrStaleIncarnation) || errors.Is(err, rpcdef.ErrNotJoined)
+}
+
+// lostConnection says the call got no answer from the master: the
+// connection broke, could not be made, or the deadline passed (which closes
+// it). An answer, even a refusal, is not that.
+func lostConnection(err error) bool {
+	var coded *rpcdef.Error
+	var server rpc.ServerError
+	return err != nil && !errors.As(err, &coded) && !errors.As(err, &server)
+}
+
+// poke asks the heartbeat loop to send a heartbeat now.
+func poke(kick chan<- struct{}) {
+	select {
+	case kick <- struct{}{}:
+	default:
+	}
+}
