@@ -5,7 +5,7 @@ BIN     := bin
 BENCH_CALLS ?= 20000x
 BENCH_PROCS ?= 300x
 
-.PHONY: all build test vet bench demo clean
+.PHONY: all build test vet bench demo demo-netns clean
 
 all: build
 
@@ -29,6 +29,10 @@ bench: build
 
 demo: build
 	./scripts/demo.sh
+
+# Each node in its own network namespace (needs root and ip netns).
+demo-netns: build
+	./scripts/demo-netns.sh
 
 clean:
 	rm -rf $(BIN)
