@@ -217,6 +217,14 @@ func (a *Arrivals) Observe(now time.Time, cfg *DetectorConfig) {
 	}
 }
 
+// Resume records an arrival from a node coming back after it was declared
+// dead (or had left, or was unknown after a master restart). The gap since
+// its previous arrival spans that absence and says nothing about its
+// cadence, so it is not recorded; the history before it is kept.
+func (a *Arrivals) Resume(now time.Time) {
+	a.last, a.forgiven = now, false
+}
+
 // Forgive moves the last arrival d later, so a stall of the master of length
 // d is not counted as the node's silence; the next gap, which spans the
 // stall, is not recorded. It does nothing before the first arrival.

@@ -549,3 +549,47 @@ func BenchmarkJudge10k(b *testing.B) {
 		})
 	}
 }
+
+// A node that comes back after being declared dead keeps its history, and
+// the gap that spanned its absence is not a sample: repeated absences do not
+// teach the detector that the node is jittery.
+func TestResumeDoesNotRecordTheAbsence(t *testing.T) {
+	cfg := DetectorConfig{}.WithDefaults()
+	base := time.Unix(1000, 0)
+	var a Arrivals
+	now := base
+	for range 40 {
+		a.Observe(now, &cfg)
+		now = now.Add(time.Second)
+	}
+	before := a.DeadAfter(&cfg)
+	for range 20 { // twenty absences of 1.6 s, each followed by steady heartbeats
+		now = now.Add(600 * time.Millisecond)
+		a.Resume(now)
+		for range 3 {
+			now = now.Add(time.Second)
+			a.Observe(now, &cfg)
+		}
+	}
+	if after := a.DeadAfter(&cfg); after != before {
+		t.Fatalf("dead after %v of silence following the absences, %v before: the absences were learned", after, before)
+	}
+	// Observe, by contrast, would have learned them.
+	var b Arrivals
+	now = base
+	for range 40 {
+		b.Observe(now, &cfg)
+		now = now.Add(time.Second)
+	}
+	for range 20 {
+		now = now.Add(600 * time.Millisecond)
+		b.Observe(now, &cfg)
+		for range 3 {
+			now = now.Add(time.Second)
+			b.Observe(now, &cfg)
+		}
+	}
+	if b.DeadAfter(&cfg) <= before {
+		t.Fatalf("recording the absences did not slow detection (%v vs %v): the test shows nothing", b.DeadAfter(&cfg), before)
+	}
+}

@@ -153,7 +153,11 @@ func (ms *Membership) admit(n *node, c Caller, inc uint64, now time.Time) {
 	n.m.CertNotAfter = c.CertNotAfter
 	n.m.LastHeartbeat = now
 	n.connID, n.closedAt = c.ConnID, time.Time{}
-	n.arr.Observe(now, &ms.t.Detector)
+	if n.m.Status == rpcdef.StatusAlive || n.m.Status == rpcdef.StatusSuspect {
+		n.arr.Observe(now, &ms.t.Detector)
+	} else {
+		n.arr.Resume(now) // back from dead, left or unknown: that gap is no sample
+	}
 	ms.self.NoteArrival(now)
 	if n.m.Status != rpcdef.StatusAlive {
 		ms.setStatus(n, rpcdef.StatusAlive, now)

@@ -15,7 +15,7 @@ import (
 
 // cluster is a registry, a master and slaves, each a real process.
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
 	l      *lab
 	reg    *registryd
 	master *proc
@@ -32,9 +32,14 @@ type slave struct {
 
 func newCluster(t *testing.T, masterSet map[string]string, slaves ...string) *cluster {
 	t.Helper()
+	return newClusterTB(t, masterSet, slaves...)
+}
+
+func newClusterTB(t testing.TB, masterSet map[string]string, slaves ...string) *cluster {
+	t.Helper()
 	l := newLab(t)
 	c := &cluster{t: t, l: l, slaves: map[string]*slave{}}
-	c.reg = startRegistry(t, l, map[string]string{"lease_ttl": `"3s"`})
+	c.reg = startRegistryTB(t, l, map[string]string{"lease_ttl": `"3s"`})
 	l.issue(pki.RoleMaster, "m1", "--host", "127.0.0.1")
 	set := map[string]string{
 		"listen":    `"127.0.0.1:0"`,
@@ -81,7 +86,7 @@ func (c *cluster) startSlave(name string) *slave {
 }
 
 // view is a slave's own view, read over its local socket.
-func (s *slave) view(t *testing.T) rpcdef.ViewReply {
+func (s *slave) view(t testing.TB) rpcdef.ViewReply {
 	t.Helper()
 	vc := rpcdef.NewViewClient(s.socket)
 	defer vc.Close()
