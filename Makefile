@@ -4,6 +4,7 @@ BIN     := bin
 # Benchmarks: fixed call counts, so figures are comparable between runs.
 BENCH_CALLS ?= 20000x
 BENCH_PROCS ?= 300x
+BENCH_TRIALS ?= 20x
 
 .PHONY: all build test vet bench demo demo-netns clean
 
@@ -26,6 +27,7 @@ bench: build
 	$(GO) test -run '^$$' -bench 'Lookup' -benchtime $(BENCH_CALLS) ./tests/
 	$(GO) test -run '^$$' -bench 'RPCQuery' -benchtime $(BENCH_PROCS) ./tests/
 	$(GO) test -run '^$$' -bench . -benchmem ./masterd/ ./slaved/
+	$(GO) test -run '^$$' -bench 'CrashDetection|SilentHost' -benchtime $(BENCH_TRIALS) -timeout 30m ./tests/
 
 demo: build
 	./scripts/demo.sh
