@@ -24,7 +24,7 @@ test: vet
 	$(GO) test -race -count=1 ./...
 
 bench: build
-	$(GO) test -run '^$$' -bench 'Lookup' -benchtime $(BENCH_CALLS) ./tests/
+	$(GO) test -run '^$$' -bench 'Lookup(TLS|Unix)' -benchtime $(BENCH_CALLS) ./tests/
 	$(GO) test -run '^$$' -bench 'RPCQuery' -benchtime $(BENCH_PROCS) ./tests/
 	$(GO) test -run '^$$' -bench . -benchmem ./masterd/ ./slaved/
 	$(GO) test -run '^$$' -bench 'CrashDetection|SilentHost' -benchtime $(BENCH_TRIALS) -timeout 30m ./tests/

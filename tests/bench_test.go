@@ -2,7 +2,7 @@ package tests
 
 import (
 	"context"
-	"os"
+	"fmt"
 	"runtime"
 	"slices"
 	"testing"
@@ -15,9 +15,6 @@ import (
 // benchLookups makes b.N sequential Lookup calls on one kept connection and
 // reports the latency percentiles and the rate.
 func benchLookups(b *testing.B, c *rpcdef.RegistryClient) {
-	if os.Getenv("BENCH_CLIENT_PROCS") == "1" {
-		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	}
 	key := lab1(0).ServiceKey
 	ctx := context.Background()
 	if _, err := c.Lookup(ctx, key); err != nil { // connect outside the timing
@@ -69,10 +66,24 @@ func benchRegistry(b *testing.B) (*lab, *registryd) {
 	return l, r
 }
 
+// clientProcs runs f as a client with one P (a single-threaded caller, as
+// rpcinfo is) and with two (Go's default here). With two, net/rpc's reader
+// goroutine often hands each reply to the caller on another thread, which
+// costs a cross-thread wake-up per call on this VM.
+func clientProcs(b *testing.B, f func(b *testing.B)) {
+	for _, procs := range []int{1, 2} {
+		b.Run(fmt.Sprintf("client-procs=%d", procs), func(b *testing.B) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			f(b)
+		})
+	}
+}
+
 // BenchmarkLookupTLS: Lookup over one kept mutual-TLS connection.
 func BenchmarkLookupTLS(b *testing.B) {
 	l, r := benchRegistry(b)
-	benchLookups(b, tlsRegistry(b, l.store(l.issue(pki.RoleAdmin, "ops")), r.addr))
+	c := tlsRegistry(b, l.store(l.issue(pki.RoleAdmin, "ops")), r.addr)
+	clientProcs(b, func(b *testing.B) { benchLookups(b, c) })
 }
 
 // BenchmarkLookupUnix: Lookup over one kept connection to the local socket.
@@ -80,7 +91,7 @@ func BenchmarkLookupUnix(b *testing.B) {
 	_, r := benchRegistry(b)
 	c := rpcdef.NewRegistryClient("socket", rpcdef.DialUnix(r.socket))
 	b.Cleanup(func() { c.Close() })
-	benchLookups(b, c)
+	clientProcs(b, func(b *testing.B) { benchLookups(b, c) })
 }
 
 // BenchmarkRPCQueryLookup: `rpc-query lookup` as a whole process, over the socket.
