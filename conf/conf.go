@@ -88,10 +88,12 @@ type TLS struct {
 	CA   string `toml:"ca"`
 	Cert string `toml:"cert"`
 	Key  string `toml:"key"`
+	// CRL is an optional revocation list (certgen revoke); re-read on SIGHUP.
+	CRL string `toml:"crl"`
 }
 
 func (t *TLS) resolve(dir string) {
-	for _, p := range []*string{&t.CA, &t.Cert, &t.Key} {
+	for _, p := range []*string{&t.CA, &t.Cert, &t.Key, &t.CRL} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -111,7 +113,7 @@ func (t TLS) load(c *checker, role pki.Role, cluster string) *pki.Store {
 	if missing {
 		return nil
 	}
-	st, err := pki.Load(pki.Files{CA: t.CA, Cert: t.Cert, Key: t.Key})
+	st, err := pki.Load(pki.Files{CA: t.CA, Cert: t.Cert, Key: t.Key, CRL: t.CRL})
 	if err != nil {
 		c.add("tls", "%v", err)
 		return nil

@@ -11,6 +11,10 @@ import (
 	"github.com/muster-lab/muster/rpcdef"
 )
 
+// certWarning is how close to its expiry a joining slave's certificate is
+// warned about.
+const certWarning = 7 * 24 * time.Hour
+
 // Session is ClusterService as one connection sees it: every method knows
 // the certificate of its caller.
 type Session struct {
@@ -54,6 +58,9 @@ func (x *Session) Join(args *rpcdef.JoinArgs, reply *rpcdef.JoinReply) error {
 	r, err := x.s.ms.Join(c, args.Incarnation)
 	if err != nil {
 		return err
+	}
+	if left := time.Until(c.CertNotAfter); left < certWarning {
+		x.log.Warnf("%s's certificate expires in %v: reissue it and send that slave SIGHUP", c.Node, left.Round(time.Minute))
 	}
 	r.Master = x.s.cfg.Store.Identity().String()
 	*reply = r

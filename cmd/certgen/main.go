@@ -2,6 +2,7 @@
 package main
 
 import (
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 
 const usage = `usage: certgen ca    [--dir DIR] [--cluster NAME] [--lifetime DUR] [--force]
        certgen issue --role ROLE --name NAME [--host HOST_OR_IP]... [--dir DIR] [--lifetime DUR] [--force]
+       certgen revoke CERT.pem... [--dir DIR]
 
 Makes the certificates muster's nodes prove who they are with.
 
@@ -25,6 +27,8 @@ Makes the certificates muster's nodes prove who they are with.
   issue   signs DIR/ROLE-NAME.pem and DIR/ROLE-NAME-key.pem with that CA. The
           node's identity is the URI SAN spiffe://CLUSTER/ROLE/NAME; each --host
           adds a DNS or IP SAN. ROLE is registry, master, slave or admin.
+  revoke  adds the certificates to DIR/crl.pem, the CA's revocation list. Copy
+          it to every node named in a config's tls.crl and send them SIGHUP.
 
 Keys are written mode 0600. Existing files are kept unless --force is given.
 Run 'certgen ca --help' or 'certgen issue --help' for each command's flags.
@@ -54,7 +58,7 @@ func (h *hosts) Set(v string) error { *h = append(*h, v); return nil }
 func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return errors.New("no command: want ca or issue")
+		return errors.New("no command: want ca, issue or revoke")
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
@@ -64,9 +68,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runCA(args[1:], stdout, stderr)
 	case "issue":
 		return runIssue(args[1:], stdout, stderr)
+	case "revoke":
+		return runRevoke(args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q: want ca or issue", args[0])
+	return fmt.Errorf("unknown command %q: want ca, issue or revoke", args[0])
 }
 
 func runCA(args []string, stdout, stderr io.Writer) error {
@@ -162,6 +168,56 @@ func runIssue(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s and %s: %s, valid until %s\n", certPath, keyPath, is.Identity, is.Cert.NotAfter.Format(time.DateOnly))
+	return nil
+}
+
+func runRevoke(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("certgen revoke", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", ".", "`directory` holding ca.pem, ca-key.pem and crl.pem")
+	var paths []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		paths = append(paths, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(paths) == 0 {
+		return errors.New("revoke needs the certificate files to revoke, e.g. certgen revoke --dir certs certs/slave-node-1.pem")
+	}
+	ca, err := pki.LoadCA(filepath.Join(*dir, "ca.pem"), filepath.Join(*dir, "ca-key.pem"))
+	if err != nil {
+		return err
+	}
+	var certs []*x509.Certificate
+	for _, p := range paths {
+		c, err := pki.ReadCertFile(p)
+		if err != nil {
+			return err
+		}
+		certs = append(certs, c)
+	}
+	crlPath := filepath.Join(*dir, "crl.pem")
+	prev, err := os.ReadFile(crlPath)
+	if err != nil && !errors.Is(err, iofs.ErrNotExist) {
+		return fmt.Errorf("read %s: %w", crlPath, err)
+	}
+	crl, err := ca.Revoke(prev, certs...)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(crlPath, crl, 0o644); err != nil {
+		return err
+	}
+	for i, c := range certs {
+		id, _ := pki.IdentityFromCert(c)
+		fmt.Fprintf(stdout, "revoked %s (%s, serial %s)\n", paths[i], id, c.SerialNumber.Text(16))
+	}
+	fmt.Fprintf(stdout, "wrote %s: copy it to the nodes whose config names it in tls.crl, then send them SIGHUP\n", crlPath)
 	return nil
 }
 

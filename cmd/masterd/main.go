@@ -39,6 +39,7 @@ func main() {
 	ctx, stop := daemon.Context()
 	defer stop()
 	daemon.OnHangup(ctx, log, srv.Reload)
+	daemon.WarnExpiry(ctx, log, cfg.Store.NotAfter, cfg.TLS.Cert)
 	daemon.Ready(log, logrus.Fields{"addr": srv.Addr().String(), "advertise": srv.Advertised(), "cluster": cfg.Cluster})
 	if err := srv.Run(ctx); err != nil {
 		daemon.Fatal(os.Stderr, "masterd", err)

@@ -37,6 +37,7 @@ func main() {
 	ctx, stop := daemon.Context()
 	defer stop()
 	daemon.OnHangup(ctx, log, srv.Reload)
+	daemon.WarnExpiry(ctx, log, cfg.Store.NotAfter, cfg.TLS.Cert)
 	daemon.Ready(log, logrus.Fields{"addr": srv.Addr().String(), "socket": cfg.Socket, "ttl": cfg.LeaseTTL.D()})
 	if err := srv.Run(ctx); err != nil {
 		daemon.Fatal(os.Stderr, "registryd", err)

@@ -40,6 +40,7 @@ func main() {
 	ctx, stop := daemon.Context()
 	defer stop()
 	daemon.OnHangup(ctx, log, s.Reload)
+	daemon.WarnExpiry(ctx, log, cfg.Store.NotAfter, cfg.TLS.Cert)
 	if err := s.Run(ctx); err != nil {
 		daemon.Fatal(os.Stderr, "slaved", err)
 	}

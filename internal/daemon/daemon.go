@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/sirupsen/logrus"
 )
@@ -69,4 +70,35 @@ func Usage(fs *flag.FlagSet, synopsis, about string) {
 func Fatal(w io.Writer, prog string, err error) {
 	fmt.Fprintf(w, "%s: %v\n", prog, err)
 	os.Exit(1)
+}
+
+// ExpiryWarning is how long before its certificate expires a daemon starts
+// to warn about it.
+const ExpiryWarning = 30 * 24 * time.Hour
+
+// WarnExpiry logs a warning now and every day while the certificate notAfter
+// reports expires within ExpiryWarning, until ctx ends.
+func WarnExpiry(ctx context.Context, log logrus.FieldLogger, notAfter func() time.Time, cert string) {
+	check := func() {
+		left := time.Until(notAfter())
+		switch {
+		case left <= 0:
+			log.Errorf("certificate %s expired %v ago: peers refuse it; reissue it (certgen issue ... --force) and send SIGHUP", cert, (-left).Round(time.Minute))
+		case left < ExpiryWarning:
+			log.Warnf("certificate %s expires in %v: reissue it (certgen issue ... --force) and send SIGHUP", cert, left.Round(time.Minute))
+		}
+	}
+	check()
+	go func() {
+		t := time.NewTicker(24 * time.Hour)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				check()
+			}
+		}
+	}()
 }

@@ -189,3 +189,45 @@ func randomSerial() *big.Int {
 	}
 	return n
 }
+
+// CRLLifetime is how long a revocation list made by Revoke is valid.
+const CRLLifetime = 10 * 365 * 24 * time.Hour
+
+// Revoke returns a new revocation list, signed by the CA, holding the
+// entries of prev (PEM, may be nil) and the given certificates.
+func (ca *CA) Revoke(prev []byte, certs ...*x509.Certificate) ([]byte, error) {
+	tmpl := &x509.RevocationList{Number: big.NewInt(1)}
+	if len(prev) > 0 {
+		b, _ := pem.Decode(prev)
+		if b == nil || b.Type != "X509 CRL" {
+			return nil, fmt.Errorf("the existing revocation list holds no PEM X509 CRL")
+		}
+		old, err := x509.ParseRevocationList(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parse the existing revocation list: %w", err)
+		}
+		if err := old.CheckSignatureFrom(ca.Cert); err != nil {
+			return nil, fmt.Errorf("the existing revocation list is not this CA's: %w", err)
+		}
+		tmpl.RevokedCertificateEntries = old.RevokedCertificateEntries
+		tmpl.Number = new(big.Int).Add(old.Number, big.NewInt(1))
+	}
+	now := time.Now()
+	for _, c := range certs {
+		if err := c.CheckSignatureFrom(ca.Cert); err != nil {
+			return nil, fmt.Errorf("certificate serial %s was not issued by this CA", c.SerialNumber.Text(16))
+		}
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries,
+			x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: now})
+	}
+	tmpl.ThisUpdate = now.Add(-backdate)
+	tmpl.NextUpdate = now.Add(CRLLifetime)
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
+	if err != nil {
+		return nil, fmt.Errorf("sign revocation list: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), nil
+}
+
+// ReadCertFile reads one PEM certificate.
+func ReadCertFile(path string) (*x509.Certificate, error) { return readCertFile(path) }

@@ -18,6 +18,9 @@ type Files struct {
 	CA   string
 	Cert string
 	Key  string
+	// CRL, if set, is a PEM revocation list signed by a CA of the bundle
+	// (certgen revoke makes it). Peers whose certificate it lists are refused.
+	CRL string
 }
 
 // Store holds a node's certificate, key and trusted CAs. Reload swaps in
@@ -28,9 +31,11 @@ type Store struct {
 }
 
 type material struct {
-	cert tls.Certificate
-	id   Identity
-	pool *x509.CertPool
+	cert    tls.Certificate
+	id      Identity
+	pool    *x509.CertPool
+	cas     []*x509.Certificate
+	revoked map[string]bool // serial numbers, in hex
 }
 
 // Load reads and checks a node's files.
@@ -78,8 +83,48 @@ func (s *Store) Reload() error {
 	if err != nil {
 		return err
 	}
+	if s.files.CRL != "" {
+		crlPEM, err := os.ReadFile(s.files.CRL)
+		if err != nil {
+			return fmt.Errorf("read revocation list: %w", err)
+		}
+		if m.revoked, err = parseCRL(crlPEM, m.cas, s.files.CRL); err != nil {
+			return err
+		}
+		if m.revoked[m.cert.Leaf.SerialNumber.Text(16)] {
+			return fmt.Errorf("certificate %s is itself revoked by %s", s.files.Cert, s.files.CRL)
+		}
+	}
 	s.cur.Store(m)
 	return nil
+}
+
+// parseCRL checks a revocation list's signature against the CAs and returns
+// the serial numbers it revokes.
+func parseCRL(data []byte, cas []*x509.Certificate, file string) (map[string]bool, error) {
+	b, _ := pem.Decode(data)
+	if b == nil || b.Type != "X509 CRL" {
+		return nil, fmt.Errorf("revocation list %s holds no PEM X509 CRL", file)
+	}
+	crl, err := x509.ParseRevocationList(b.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("revocation list %s: %w", file, err)
+	}
+	signed := false
+	for _, ca := range cas {
+		if crl.CheckSignatureFrom(ca) == nil {
+			signed = true
+			break
+		}
+	}
+	if !signed {
+		return nil, fmt.Errorf("revocation list %s is not signed by a CA of the bundle", file)
+	}
+	revoked := make(map[string]bool, len(crl.RevokedCertificateEntries))
+	for _, e := range crl.RevokedCertificateEntries {
+		revoked[e.SerialNumber.Text(16)] = true
+	}
+	return revoked, nil
 }
 
 // checkKeyMode refuses a private key that group or others may read, as ssh does.
@@ -96,7 +141,7 @@ func checkKeyMode(path string) error {
 
 func parseMaterial(caPEM, certPEM, keyPEM []byte, files Files) (*material, error) {
 	pool := x509.NewCertPool()
-	var cas int
+	var cas []*x509.Certificate
 	for rest := caPEM; ; {
 		var b *pem.Block
 		b, rest = pem.Decode(rest)
@@ -111,9 +156,9 @@ func parseMaterial(caPEM, certPEM, keyPEM []byte, files Files) (*material, error
 			return nil, fmt.Errorf("CA bundle %s: %w", files.CA, err)
 		}
 		pool.AddCert(c)
-		cas++
+		cas = append(cas, c)
 	}
-	if cas == 0 {
+	if len(cas) == 0 {
 		return nil, fmt.Errorf("CA bundle %s holds no PEM certificate", files.CA)
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
@@ -128,7 +173,7 @@ func parseMaterial(caPEM, certPEM, keyPEM []byte, files Files) (*material, error
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, fmt.Errorf("certificate %s is not signed by a CA in %s: %w", files.Cert, files.CA, err)
 	}
-	return &material{cert: cert, id: id, pool: pool}, nil
+	return &material{cert: cert, id: id, pool: pool, cas: cas}, nil
 }
 
 // Identity is who this node's certificate says it is.
@@ -160,9 +205,15 @@ func (s *Store) verifyPeer(certs []*x509.Certificate, usage x509.ExtKeyUsage) (I
 	return m.peerIdentity(certs[0])
 }
 
+// ErrRevoked is returned for a peer whose certificate the revocation list names.
+var ErrRevoked = errors.New("certificate is revoked")
+
 // peerIdentity reads a verified peer certificate's identity and checks that
-// it belongs to this node's cluster.
+// it belongs to this node's cluster and is not revoked.
 func (m *material) peerIdentity(c *x509.Certificate) (Identity, error) {
+	if m.revoked[c.SerialNumber.Text(16)] {
+		return Identity{}, fmt.Errorf("%w: serial %s", ErrRevoked, c.SerialNumber.Text(16))
+	}
 	id, err := IdentityFromCert(c)
 	if err != nil {
 		return Identity{}, err
