@@ -119,4 +119,3 @@ func TestKeyReadableByOthersRefused(t *testing.T) {
 		t.Fatalf("registryd with a 0644 key: exit %d\n%s", code, out)
 	}
 }
-
