@@ -2,7 +2,6 @@ package conf
 
 import (
 	"fmt"
-	"net"
 	"path/filepath"
 	"time"
 
@@ -141,12 +140,7 @@ func (c *Master) Validate(file string) error {
 	ck.duration("handshake_timeout", c.HandshakeTimeout, 100*time.Millisecond, time.Minute)
 	ck.positive("max_conns", c.MaxConns, 1<<20)
 	ck.logLevel(c.LogLevel)
-	if c.Pprof != "" {
-		host, _, err := net.SplitHostPort(c.Pprof)
-		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
-			ck.add("pprof", "%q must be a loopback HOST:PORT, like 127.0.0.1:6060: profiles are not for the network", c.Pprof)
-		}
-	}
+	ck.pprof(c.Pprof)
 	c.Store = c.TLS.load(ck, pki.RoleMaster, c.Cluster)
 	return ck.err()
 }

@@ -176,6 +176,17 @@ func (c *checker) logLevel(v string) {
 	}
 }
 
+// pprof checks a profiling address: loopback only.
+func (c *checker) pprof(v string) {
+	if v == "" {
+		return
+	}
+	host, _, err := net.SplitHostPort(v)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		c.add("pprof", "%q must be a loopback HOST:PORT, like 127.0.0.1:6060: profiles are not for the network", v)
+	}
+}
+
 func (c *checker) positive(key string, n, hi int) {
 	if n <= 0 || n > hi {
 		c.add(key, "%d is out of range: want 1 to %d", n, hi)

@@ -27,6 +27,8 @@ type Registry struct {
 	IdleTimeout      Duration `toml:"idle_timeout"`
 	MaxConns         int      `toml:"max_conns"`
 	LogLevel         string   `toml:"log_level"`
+	// Pprof, if set, serves net/http/pprof on this loopback address.
+	Pprof string `toml:"pprof"`
 
 	TLS TLS `toml:"tls"`
 
@@ -97,6 +99,7 @@ func (c *Registry) Validate(file string) error {
 	}
 	ck.positive("max_conns", c.MaxConns, 1<<20)
 	ck.logLevel(c.LogLevel)
+	ck.pprof(c.Pprof)
 	for i, r := range c.Allow {
 		key := fmt.Sprintf("allow[%d]", i)
 		if _, err := pki.ParseRole(r.Role); err != nil {

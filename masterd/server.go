@@ -11,7 +11,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"net/rpc"
 	"os"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/muster-lab/muster/conf"
 	"github.com/muster-lab/muster/internal/atomicfile"
+	"github.com/muster-lab/muster/internal/daemon"
 	"github.com/muster-lab/muster/internal/pki"
 	"github.com/muster-lab/muster/internal/tlsrpc"
 	"github.com/muster-lab/muster/rpcdef"
@@ -112,18 +112,10 @@ func New(cfg *conf.Master, log logrus.FieldLogger) (*Server, error) {
 		s.reg = rpcdef.NewRegistryClient("registry socket "+cfg.RegistrySocket, rpcdef.DialUnix(cfg.RegistrySocket))
 	}
 	if cfg.Pprof != "" {
-		pln, err := net.Listen("tcp", cfg.Pprof)
-		if err != nil {
+		if s.pprof, err = daemon.Pprof(cfg.Pprof); err != nil {
 			ln.Close()
-			return nil, fmt.Errorf("listen for pprof on %s: %w", cfg.Pprof, err)
+			return nil, err
 		}
-		mux := http.NewServeMux()
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		s.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go s.pprof.Serve(pln)
 	}
 	return s, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"net/rpc"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/muster-lab/muster/conf"
 	"github.com/muster-lab/muster/internal/atomicfile"
+	"github.com/muster-lab/muster/internal/daemon"
 	"github.com/muster-lab/muster/internal/pki"
 	"github.com/muster-lab/muster/internal/tlsrpc"
 	"github.com/muster-lab/muster/rpcdef"
@@ -31,8 +33,9 @@ type Server struct {
 	table *Table
 	uid   uint32 // the registry's own user, who may register over the socket
 
-	tcp  *tlsrpc.Server
-	unix *tlsrpc.Server
+	tcp   *tlsrpc.Server
+	unix  *tlsrpc.Server
+	pprof *http.Server
 }
 
 // New loads the saved table, binds the TLS listener and the socket, and
@@ -90,6 +93,12 @@ func New(cfg *conf.Registry, log logrus.FieldLogger) (*Server, error) {
 			return nil, err
 		}
 	}
+	if cfg.Pprof != "" {
+		if s.pprof, err = daemon.Pprof(cfg.Pprof); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -112,6 +121,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Close stops both listeners. It is safe to call twice.
 func (s *Server) Close() error {
+	if s.pprof != nil {
+		s.pprof.Close()
+	}
 	err := s.tcp.Close()
 	if s.unix != nil {
 		s.unix.Close()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/rpc"
 	"sync"
 )
@@ -47,6 +48,7 @@ type serverCodec struct {
 	encBuf *bufio.Writer
 	mu     sync.Mutex // serialises writes and close
 	closed bool
+	err    error // why reading stopped, if it was not the peer going away
 }
 
 // NewServerCodec returns the codec every muster server speaks. maxMessage
@@ -61,12 +63,40 @@ func NewServerCodec(conn io.ReadWriteCloser, maxMessage int) rpc.ServerCodec {
 }
 
 func (c *serverCodec) ReadRequestHeader(r *rpc.Request) error {
+	if c.err != nil {
+		// The stream is broken (a body net/rpc answered with an error was
+		// malformed): end the connection rather than read on.
+		return c.err
+	}
 	c.lim.reset()
-	return c.dec.Decode(r)
+	return c.note(c.dec.Decode(r))
 }
 
 func (c *serverCodec) ReadRequestBody(body any) error {
-	return c.dec.Decode(body)
+	return c.note(c.dec.Decode(body))
+}
+
+// note keeps the first error that is the peer's fault: a message too large
+// or malformed, rather than the connection ending.
+func (c *serverCodec) note(err error) error {
+	if err == nil || c.err != nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return err
+	}
+	c.err = err
+	return err
+}
+
+// ReadError says why a server codec stopped reading when the peer sent
+// something it refused (too large, or not a valid message); nil otherwise.
+func ReadError(c rpc.ServerCodec) error {
+	if sc, ok := c.(*serverCodec); ok {
+		return sc.err
+	}
+	return nil
 }
 
 func (c *serverCodec) WriteResponse(r *rpc.Response, body any) error {

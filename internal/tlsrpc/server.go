@@ -77,6 +77,7 @@ const (
 	RefusedHandshake = "handshake"
 	RefusedCap       = "connection cap"
 	RefusedAttach    = "attach"
+	RefusedMessage   = "bad message"
 )
 
 // Server accepts connections on one listener.
@@ -95,6 +96,11 @@ type Server struct {
 	closed  bool
 	wg      sync.WaitGroup
 	refused sync.Map // reason -> *atomic.Uint64
+
+	logMu     sync.Mutex // guards the refusal log's rate limit
+	logAt     time.Time
+	logTokens float64
+	unlogged  int
 }
 
 var connIDs atomic.Uint64
@@ -135,10 +141,40 @@ func (s *Server) Conns() int {
 	return len(s.conns)
 }
 
+// refusalLogRate bounds the refusals logged per second (a token bucket with
+// as large a burst), so that a flood of bad connections does not become a
+// flood of log lines. Suppressed refusals are counted in the next line.
+const refusalLogRate = 20
+
 func (s *Server) refuse(reason, addr string, err error) {
 	v, _ := s.refused.LoadOrStore(reason, new(atomic.Uint64))
 	v.(*atomic.Uint64).Add(1)
-	s.log.WithFields(logrus.Fields{"peer": addr, "reason": reason}).Warnf("refused connection: %v", err)
+	now := time.Now()
+	s.logMu.Lock()
+	if s.logAt.IsZero() {
+		s.logTokens = refusalLogRate
+	} else {
+		s.logTokens = min(refusalLogRate, s.logTokens+now.Sub(s.logAt).Seconds()*refusalLogRate)
+	}
+	s.logAt = now
+	allowed := s.logTokens >= 1
+	quiet := s.unlogged
+	if allowed {
+		s.logTokens--
+		s.unlogged = 0
+	} else {
+		s.unlogged++
+	}
+	s.logMu.Unlock()
+	if !allowed {
+		return
+	}
+	f := s.log.WithFields(logrus.Fields{"peer": addr, "reason": reason})
+	if quiet > 0 {
+		f.WithField("not_logged", quiet).Warnf("refused connection: %v (and %d earlier refusals not logged: more than %d a second)", err, quiet, refusalLogRate)
+		return
+	}
+	f.Warnf("refused connection: %v", err)
 }
 
 // Serve accepts connections until ctx ends or the listener fails, then
@@ -240,6 +276,11 @@ func (s *Server) handle(ctx context.Context, c *conn) {
 		defer detach()
 	}
 	codec := rpcdef.NewServerCodec(c, s.opts.MaxMessage)
+	defer func() {
+		if err := rpcdef.ReadError(codec); err != nil {
+			s.refuse(RefusedMessage, peer.Addr, fmt.Errorf("closed connection of %s: %w", peer.Identity, err))
+		}
+	}()
 	if !s.opts.Inline {
 		srv.ServeCodec(codec)
 		return
