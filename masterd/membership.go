@@ -40,6 +40,7 @@ type node struct {
 // that changed it. All methods are safe for concurrent use.
 type Membership struct {
 	t       Timing
+	now     func() time.Time // time.Now, but for tests
 	log     logrus.FieldLogger
 	self    *SelfMonitor
 	started time.Time
@@ -51,13 +52,18 @@ type Membership struct {
 	changed chan struct{}  // closed and replaced at every event
 	dirty   bool           // the roster on disk is behind
 	held    time.Time      // when verdicts were held because nobody heartbeated; zero if not
+	// recovering: until then, after a stall of the master itself, nobody is
+	// declared dead. The slaves' calls timed out while the master was
+	// stalled, they closed their connections and backed off, and need time
+	// to come back; one not heard from by then is past max_dead and dead.
+	recovering time.Time
 }
 
 // NewMembership makes an empty roll.
 func NewMembership(t Timing, log logrus.FieldLogger) *Membership {
 	t.Detector = t.Detector.WithDefaults()
 	return &Membership{
-		t: t, log: log, self: NewSelfMonitor(t.Tick), started: time.Now(),
+		t: t, now: time.Now, log: log, self: NewSelfMonitor(t.Tick), started: time.Now(),
 		nodes: make(map[string]*node), changed: make(chan struct{}),
 	}
 }
@@ -111,7 +117,7 @@ type Caller struct {
 
 // Join admits a slave. A new incarnation replaces the old one at once.
 func (ms *Membership) Join(c Caller, inc uint64) (rpcdef.JoinReply, error) {
-	now := time.Now()
+	now := ms.now()
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	n, ok := ms.nodes[c.Node]
@@ -187,7 +193,7 @@ func (ms *Membership) current(name string, inc uint64) (*node, error) {
 
 // Heartbeat records a heartbeat and returns the current event version.
 func (ms *Membership) Heartbeat(c Caller, inc uint64) (uint64, error) {
-	now := time.Now()
+	now := ms.now()
 	ms.self.NoteArrival(now)
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
@@ -220,7 +226,7 @@ func (ms *Membership) Report(c Caller, inc uint64, r rpcdef.Resources) (uint64, 
 
 // Leave marks a slave as gone on purpose.
 func (ms *Membership) Leave(c Caller, inc uint64, reason string) error {
-	now := time.Now()
+	now := ms.now()
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	n, err := ms.current(c.Node, inc)
@@ -249,7 +255,7 @@ func (ms *Membership) Touch(name string, connID uint64) {
 // process closes its sockets at once. The node is suspect now, and dead
 // unless it is back within the close grace.
 func (ms *Membership) ConnClosed(name string, connID uint64) {
-	now := time.Now()
+	now := ms.now()
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	n, ok := ms.nodes[name]
@@ -268,7 +274,7 @@ func (ms *Membership) ConnClosed(name string, connID uint64) {
 
 // Forget removes a node from the roll.
 func (ms *Membership) Forget(name string) error {
-	now := time.Now()
+	now := ms.now()
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	n, ok := ms.nodes[name]
@@ -282,7 +288,7 @@ func (ms *Membership) Forget(name string) error {
 
 // Evict declares a node dead now.
 func (ms *Membership) Evict(name, reason string) error {
-	now := time.Now()
+	now := ms.now()
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	n, ok := ms.nodes[name]
@@ -301,7 +307,9 @@ func (ms *Membership) Tick(now time.Time) {
 	defer ms.mu.Unlock()
 	if stall > 0 {
 		ms.forgive(stall)
-		ms.log.Warnf("the master itself stalled for %v: that gap is not counted against the slaves", stall.Round(time.Millisecond))
+		ms.recovering = now.Add(ms.t.Detector.MaxDead)
+		ms.log.Warnf("the master itself stalled for %v: that gap is not counted against the slaves, and nobody is declared dead for %v while they come back",
+			stall.Round(time.Millisecond), ms.t.Detector.MaxDead)
 	}
 	// Nobody at all heartbeating is the master's problem (its network), not
 	// every slave's: hold heartbeat verdicts until someone is heard again.
@@ -333,6 +341,9 @@ func (ms *Membership) Tick(now time.Time) {
 			continue
 		default:
 			continue
+		}
+		if now.Before(ms.recovering) {
+			continue // every node gets max_dead to be heard from again
 		}
 		if !n.closedAt.IsZero() {
 			if now.Sub(n.closedAt) >= ms.t.CloseGrace {
@@ -496,7 +507,7 @@ func (ms *Membership) Restore(data []byte) (int, error) {
 	if err := json.Unmarshal(data, &r); err != nil {
 		return 0, fmt.Errorf("decode roster: %w", err)
 	}
-	now := time.Now()
+	now := ms.now()
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	for i, e := range r.Nodes {
