@@ -206,4 +206,3 @@ func TestFaultRegistryGone(t *testing.T) {
 	c.slaves["node-1"].stop()
 	c.master.stop()
 }
-
