@@ -31,8 +31,8 @@ type Detector struct {
 	SuspectPhi float64  `toml:"suspect_phi"`
 	DeadPhi    float64  `toml:"dead_phi"`
 	Window     int      `toml:"window"`
-	MinDead    Duration `toml:"min_dead"`
-	MaxDead    Duration `toml:"max_dead"`
+	MinDead    Duration `toml:"min_dead"` // default 1.5 x heartbeat_interval
+	MaxDead    Duration `toml:"max_dead"` // default 5 x heartbeat_interval
 	// CloseGrace: a slave whose connection closed is suspect at once, and
 	// dead if it has not come back within this grace.
 	CloseGrace Duration `toml:"close_grace"`
@@ -79,8 +79,7 @@ func DefaultMaster() *Master {
 			SuspectPhi: 3,
 			DeadPhi:    8,
 			Window:     32,
-			MinDead:    Duration(1500 * time.Millisecond),
-			MaxDead:    Duration(5 * time.Second),
+			// MinDead and MaxDead stay zero: 1.5 and 5 heartbeat intervals.
 			CloseGrace: Duration(500 * time.Millisecond),
 			Tick:       Duration(50 * time.Millisecond),
 		},
@@ -126,16 +125,20 @@ func (c *Master) Validate(file string) error {
 		ck.add("detector.dead_phi", "want 0 < suspect_phi < dead_phi, got suspect_phi = %g and dead_phi = %g", d.SuspectPhi, d.DeadPhi)
 	}
 	ck.positive("detector.window", d.Window, 64)
-	if d.MinDead.D() <= hb {
-		ck.add("detector.min_dead", "%v is not longer than heartbeat_interval = %v: every on-time node would be declared dead", d.MinDead.D(), hb)
+	minDead, maxDead := c.DeadBounds()
+	if minDead <= hb {
+		ck.add("detector.min_dead", "%v is not longer than heartbeat_interval = %v: every on-time node would be declared dead", minDead, hb)
 	}
-	if d.MaxDead.D() < d.MinDead.D() {
-		ck.add("detector.max_dead", "%v is shorter than min_dead = %v", d.MaxDead.D(), d.MinDead.D())
+	if maxDead < minDead {
+		ck.add("detector.max_dead", "%v is shorter than min_dead = %v", maxDead, minDead)
+	}
+	if maxDead > 5*time.Minute {
+		ck.add("detector.max_dead", "%v is longer than 5m, the most the detector keeps", maxDead)
 	}
 	ck.duration("detector.close_grace", d.CloseGrace, 0, time.Minute)
 	ck.duration("detector.tick", d.Tick, time.Millisecond, time.Second)
-	if d.Tick.D() >= d.MinDead.D() {
-		ck.add("detector.tick", "%v is not shorter than min_dead = %v", d.Tick.D(), d.MinDead.D())
+	if d.Tick.D() >= minDead {
+		ck.add("detector.tick", "%v is not shorter than min_dead = %v", d.Tick.D(), minDead)
 	}
 	ck.duration("handshake_timeout", c.HandshakeTimeout, 100*time.Millisecond, time.Minute)
 	ck.positive("max_conns", c.MaxConns, 1<<20)
@@ -143,6 +146,20 @@ func (c *Master) Validate(file string) error {
 	ck.pprof(c.Pprof)
 	c.Store = c.TLS.load(ck, pki.RoleMaster, c.Cluster)
 	return ck.err()
+}
+
+// DeadBounds are the detector's floor and ceiling: min_dead and max_dead,
+// or 1.5 and 5 heartbeat intervals where they are not set.
+func (c *Master) DeadBounds() (minDead, maxDead time.Duration) {
+	hb := c.HeartbeatInterval.D()
+	minDead, maxDead = c.Detector.MinDead.D(), c.Detector.MaxDead.D()
+	if minDead == 0 {
+		minDead = hb * 3 / 2
+	}
+	if maxDead == 0 {
+		maxDead = 5 * hb
+	}
+	return minDead, maxDead
 }
 
 // Slave configures slaved.

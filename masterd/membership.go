@@ -52,6 +52,7 @@ type Membership struct {
 	changed chan struct{}  // closed and replaced at every event
 	dirty   bool           // the roster on disk is behind
 	held    time.Time      // when verdicts were held because nobody heartbeated; zero if not
+	stopped bool           // the master is shutting down: its closing connections say nothing
 	// recovering: until then, after a stall of the master itself, nobody is
 	// declared dead. The slaves' calls timed out while the master was
 	// stalled, they closed their connections and backed off, and need time
@@ -259,7 +260,7 @@ func (ms *Membership) ConnClosed(name string, connID uint64) {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	n, ok := ms.nodes[name]
-	if !ok || n.connID != connID || !n.closedAt.IsZero() {
+	if !ok || ms.stopped || n.connID != connID || !n.closedAt.IsZero() {
 		return
 	}
 	switch n.m.Status {
@@ -270,6 +271,14 @@ func (ms *Membership) ConnClosed(name string, connID uint64) {
 	case rpcdef.StatusSuspect:
 		n.closedAt = now
 	}
+}
+
+// Stop is called as the master shuts down, before it closes the slaves'
+// connections: those closes are its own doing, not evidence against them.
+func (ms *Membership) Stop() {
+	ms.mu.Lock()
+	ms.stopped = true
+	ms.mu.Unlock()
 }
 
 // Forget removes a node from the roll.
@@ -313,17 +322,18 @@ func (ms *Membership) Tick(now time.Time) {
 	}
 	// Nobody at all heartbeating is the master's problem (its network), not
 	// every slave's: hold heartbeat verdicts until someone is heard again.
-	alive := 0
+	// Suspects count: a steady node is suspect before it can be dead.
+	up := 0
 	for _, n := range ms.nodes {
-		if n.m.Status == rpcdef.StatusAlive {
-			alive++
+		if n.m.Status == rpcdef.StatusAlive || n.m.Status == rpcdef.StatusSuspect {
+			up++
 		}
 	}
 	quiet := ms.self.QuietFor(now)
-	if alive >= 2 && quiet > ms.t.Detector.MinDead {
+	if up >= 2 && quiet > ms.t.Detector.MinDead {
 		if ms.held.IsZero() {
 			ms.held = now
-			ms.log.Warnf("no heartbeat from any of %d alive slaves for %v: suspecting the master's own network, holding verdicts", alive, quiet.Round(time.Millisecond))
+			ms.log.Warnf("no heartbeat from any of %d slaves for %v: suspecting the master's own network, holding verdicts", up, quiet.Round(time.Millisecond))
 		}
 	} else if !ms.held.IsZero() {
 		ms.forgive(now.Sub(ms.held))

@@ -57,11 +57,12 @@ func New(cfg *conf.Master, log logrus.FieldLogger) (*Server, error) {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
 	d := cfg.Detector
+	minDead, maxDead := cfg.DeadBounds()
 	s := &Server{cfg: cfg, log: log, roster: filepath.Join(cfg.StateDir, rosterFile)}
 	s.ms = NewMembership(Timing{
 		Detector: DetectorConfig{
 			Interval: cfg.HeartbeatInterval.D(), Window: d.Window, SuspectPhi: d.SuspectPhi, DeadPhi: d.DeadPhi,
-			MinDead: d.MinDead.D(), MaxDead: d.MaxDead.D(),
+			MinDead: minDead, MaxDead: maxDead,
 		},
 		CloseGrace: d.CloseGrace.D(),
 		Report:     cfg.ReportInterval.D(),
@@ -81,7 +82,7 @@ func New(cfg *conf.Master, log logrus.FieldLogger) (*Server, error) {
 			return nil, fmt.Errorf("%s: %w (move it aside to start with an empty roll)", s.roster, err)
 		}
 		log.Infof("restored %d nodes from %s; those that were up are unknown until they join again, and dead if they do not within %v",
-			n, s.roster, d.MaxDead.D())
+			n, s.roster, maxDead)
 	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -152,7 +153,11 @@ func (s *Server) Reload() error { return s.cfg.Store.Reload() }
 // roster and returns.
 func (s *Server) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.srv.Serve(gctx) })
+	// The membership stops before the listener closes the connections.
+	serveCtx, stopServing := context.WithCancel(context.Background())
+	defer stopServing()
+	context.AfterFunc(gctx, func() { s.ms.Stop(); stopServing() })
+	g.Go(func() error { return s.srv.Serve(serveCtx) })
 	g.Go(func() error { s.detect(gctx); return nil })
 	g.Go(func() error { s.saveLoop(gctx); return nil })
 	g.Go(func() error { s.keepLease(gctx); return nil })

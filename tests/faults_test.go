@@ -144,7 +144,7 @@ func TestFaultMasterStalled(t *testing.T) {
 		return time.Since(stopped) > 15*time.Second, ""
 	})
 	c.master.cmd.Process.Signal(syscall.SIGCONT)
-	c.master.waitLine(`the master itself stalled for 1[0-9]\.`, 5*time.Second)
+	c.master.waitLine(`the master itself stalled for 1[0-9][.s]`, 5*time.Second)
 	for _, n := range []string{"node-1", "node-2", "node-3"} {
 		c.waitStatus(admin, n, rpcdef.StatusAlive, 15*time.Second)
 	}

@@ -19,7 +19,7 @@ func main() {
 			"ClusterService/CLUSTER in the registry (it is never told the master's address),\n"+
 			"accepts only a server with a master certificate, heartbeats at the interval the\n"+
 			"master sets, reports CPU, memory, disk and network use, and keeps a view of every\n"+
-			"member, which 'rpc-query view --socket PATH' reads from its local socket.\n"+
+			"member, which 'rpc-query view --slave-socket PATH' reads from its local socket.\n"+
 			"A lost master is looked up again with backoff. SIGHUP reloads the certificates;\n"+
 			"SIGTERM leaves the cluster gracefully and stops. See conf/examples/slave.toml.")
 	path := fs.String("config", "/etc/muster/slave.toml", "config `file`")
