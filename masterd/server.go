@@ -147,7 +147,15 @@ func (s *Server) Advertised() string { return s.advertise }
 func (s *Server) Membership() *Membership { return s.ms }
 
 // Reload reads the certificates again (on SIGHUP).
-func (s *Server) Reload() error { return s.cfg.Store.Reload() }
+func (s *Server) Reload() error {
+	if err := s.cfg.Store.Reload(); err != nil {
+		return err
+	}
+	if n := s.srv.CloseWhere(func(p tlsrpc.Peer) bool { return s.cfg.Store.Revoked(p.Serial) }); n > 0 {
+		s.log.Warnf("closed %d connections whose certificate is now revoked", n)
+	}
+	return nil
+}
 
 // Run serves until ctx ends; then it unregisters from the registry, saves the
 // roster and returns.
@@ -252,7 +260,9 @@ func (s *Server) keepLease(ctx context.Context) {
 		case <-ctx.Done():
 			if lease != "" {
 				uctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				if err := s.reg.Unregister(uctx, s.svc.ServiceKey); err != nil {
+				if err := s.reg.Release(uctx, s.svc.ServiceKey, lease); errors.Is(err, rpcdef.ErrUnknownLease) {
+					s.log.Warn("not unregistering: our entry in the registry was replaced by another master")
+				} else if err != nil {
 					s.log.WithError(err).Warn("unregister from the registry")
 				} else {
 					s.log.WithField("service", s.svc.ServiceKey.String()).Info("unregistered")

@@ -133,7 +133,13 @@ func (s *Server) Close() error {
 
 // Reload reads the certificates again (on SIGHUP).
 func (s *Server) Reload() error {
-	return s.cfg.Store.Reload()
+	if err := s.cfg.Store.Reload(); err != nil {
+		return err
+	}
+	if n := s.tcp.CloseWhere(func(p tlsrpc.Peer) bool { return s.cfg.Store.Revoked(p.Serial) }); n > 0 {
+		s.log.Warnf("closed %d connections whose certificate is now revoked", n)
+	}
+	return nil
 }
 
 func (s *Server) expireLoop(ctx context.Context) {
@@ -235,7 +241,7 @@ func (x *Session) Unregister(args *rpcdef.UnregisterArgs, _ *rpcdef.Empty) error
 	if !ok {
 		return x.deny("unregister", args.Key, "over the local socket only root or the registry's own user may unregister")
 	}
-	if err := x.s.table.Unregister(args.Key, o); err != nil {
+	if err := x.s.table.Release(args.Key, args.Lease, o); err != nil {
 		if errors.Is(err, rpcdef.ErrPermission) {
 			x.log.WithFields(logrus.Fields{"service": args.Key.String(), "identity": x.who()}).Warnf("refused unregister: %v", err)
 		}

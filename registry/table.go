@@ -209,6 +209,15 @@ func (t *Table) Renew(key rpcdef.ServiceKey, leaseID string, owner Owner) error 
 
 // Unregister removes an entry. Only its owner or an admin may.
 func (t *Table) Unregister(key rpcdef.ServiceKey, owner Owner) error {
+	return t.unregister(key, "", owner)
+}
+
+// Release removes the entry only if it is still the given lease.
+func (t *Table) Release(key rpcdef.ServiceKey, leaseID string, owner Owner) error {
+	return t.unregister(key, leaseID, owner)
+}
+
+func (t *Table) unregister(key rpcdef.ServiceKey, leaseID string, owner Owner) error {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	now := t.now()
@@ -216,6 +225,9 @@ func (t *Table) Unregister(key rpcdef.ServiceKey, owner Owner) error {
 	cur, ok := next[key]
 	if !ok || !now.Before(cur.expires) {
 		return rpcdef.Errorf(rpcdef.CodeNotFound, "%s is not registered", key)
+	}
+	if leaseID != "" && cur.id != leaseID {
+		return rpcdef.Errorf(rpcdef.CodeUnknownLease, "lease %.8s… on %s was replaced; the entry is left alone", leaseID, key)
 	}
 	if cur.owner != owner.ID && !owner.Admin {
 		return rpcdef.Errorf(rpcdef.CodePermission, "%s belongs to %s; only its owner or an admin may remove it", key, cur.owner)

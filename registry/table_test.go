@@ -1085,3 +1085,25 @@ func TestConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// An owner releasing its lease removes only that lease: an entry replaced
+// since (by an admin, or the same identity registering again elsewhere)
+// is left alone.
+func TestReleaseOnlyItsOwnLease(t *testing.T) {
+	tb := NewTable(10*time.Second, nil, nil)
+	k := rpcdef.ServiceKey{Name: "ClusterService", Instance: "lab"}
+	me := Owner{ID: "spiffe://lab/master/m1"}
+	old, err := tb.Register(rpcdef.Service{ServiceKey: k, Version: 1, Addr: "h:1"}, me)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.Register(rpcdef.Service{ServiceKey: k, Version: 1, Addr: "h:2"}, me); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.Release(k, old, me); !errors.Is(err, rpcdef.ErrUnknownLease) {
+		t.Fatalf("releasing a replaced lease: %v, want unknown lease", err)
+	}
+	if e, err := tb.Lookup(k); err != nil || e.Addr != "h:2" {
+		t.Fatalf("after the refused release: %+v, %v", e, err)
+	}
+}

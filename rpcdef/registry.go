@@ -138,9 +138,11 @@ type RenewReply struct {
 	TTL time.Duration
 }
 
-// UnregisterArgs removes a registration.
+// UnregisterArgs removes a registration. With Lease set, only that lease
+// is removed: an owner releasing its own, which may have been replaced since.
 type UnregisterArgs struct {
-	Key ServiceKey
+	Key   ServiceKey
+	Lease string
 }
 
 // LookupArgs asks where a service is. An empty Instance matches the only
@@ -193,6 +195,12 @@ func (c *RegistryClient) Renew(ctx context.Context, key ServiceKey, lease string
 // Unregister removes a registration.
 func (c *RegistryClient) Unregister(ctx context.Context, key ServiceKey) error {
 	return c.Call(ctx, RegistryUnregister, &UnregisterArgs{Key: key}, &Empty{})
+}
+
+// Release removes the caller's own lease on key, and nothing else: if the
+// entry has been replaced since, it is left alone (ErrUnknownLease).
+func (c *RegistryClient) Release(ctx context.Context, key ServiceKey, lease string) error {
+	return c.Call(ctx, RegistryUnregister, &UnregisterArgs{Key: key, Lease: lease}, &Empty{})
 }
 
 // Lookup finds a service.

@@ -49,8 +49,16 @@ func TestCertificateLifecycle(t *testing.T) {
 	}
 
 	t.Run("revoked certificate refused after SIGHUP", func(t *testing.T) {
+		open := tlsRegistry(t, ops, r.addr) // a connection made before the revocation
+		if err := open.Null(ctx(t)); err != nil {
+			t.Fatal(err)
+		}
 		l.certgen("revoke", "--dir", l.certs, l.files(pki.RoleAdmin, "ops").Cert)
 		hangup(t, r.proc)
+		r.waitLine(`closed [1-9][0-9]* connections whose certificate is now revoked`, 5*time.Second)
+		if err := open.Null(ctx(t)); err == nil {
+			t.Fatal("the revoked certificate's open connection still serves")
+		}
 		err := tlsRegistry(t, ops, r.addr).Null(ctx(t))
 		if err == nil {
 			t.Fatal("a revoked certificate was served")

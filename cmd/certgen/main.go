@@ -27,8 +27,11 @@ Makes the certificates muster's nodes prove who they are with.
   issue   signs DIR/ROLE-NAME.pem and DIR/ROLE-NAME-key.pem with that CA. The
           node's identity is the URI SAN spiffe://CLUSTER/ROLE/NAME; each --host
           adds a DNS or IP SAN. ROLE is registry, master, slave or admin.
-  revoke  adds the certificates to DIR/crl.pem, the CA's revocation list. Copy
-          it to every node named in a config's tls.crl and send them SIGHUP.
+  revoke  adds the certificates to DIR/crl.pem, the CA's revocation list (with
+          none, it makes an empty list to name in configs from the start).
+          Copy it to every node whose config names it in tls.crl and send
+          them SIGHUP: they refuse those certificates and close their
+          connections.
 
 Keys are written mode 0600. Existing files are kept unless --force is given.
 Run 'certgen ca --help' or 'certgen issue --help' for each command's flags.
@@ -186,9 +189,6 @@ func runRevoke(args []string, stdout, stderr io.Writer) error {
 		paths = append(paths, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-	if len(paths) == 0 {
-		return errors.New("revoke needs the certificate files to revoke, e.g. certgen revoke --dir certs certs/slave-node-1.pem")
-	}
 	ca, err := pki.LoadCA(filepath.Join(*dir, "ca.pem"), filepath.Join(*dir, "ca-key.pem"))
 	if err != nil {
 		return err
@@ -216,6 +216,10 @@ func runRevoke(args []string, stdout, stderr io.Writer) error {
 	for i, c := range certs {
 		id, _ := pki.IdentityFromCert(c)
 		fmt.Fprintf(stdout, "revoked %s (%s, serial %s)\n", paths[i], id, c.SerialNumber.Text(16))
+	}
+	if len(certs) == 0 {
+		fmt.Fprintf(stdout, "wrote %s with no new entries (an empty list to start with, or the old one re-signed): name it in tls.crl\n", crlPath)
+		return nil
 	}
 	fmt.Fprintf(stdout, "wrote %s: copy it to the nodes whose config names it in tls.crl, then send them SIGHUP\n", crlPath)
 	return nil

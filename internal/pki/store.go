@@ -176,6 +176,10 @@ func parseMaterial(caPEM, certPEM, keyPEM []byte, files Files) (*material, error
 	return &material{cert: cert, id: id, pool: pool, cas: cas}, nil
 }
 
+// Revoked says whether the revocation list names a certificate serial
+// number (as hex, as Peer carries it).
+func (s *Store) Revoked(serial string) bool { return s.cur.Load().revoked[serial] }
+
 // Identity is who this node's certificate says it is.
 func (s *Store) Identity() Identity { return s.cur.Load().id }
 

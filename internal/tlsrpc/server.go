@@ -31,8 +31,10 @@ type Peer struct {
 	Identity pki.Identity // from the verified certificate; zero on the local socket
 	// CertNotAfter is when the peer's certificate expires.
 	CertNotAfter time.Time
-	Local        bool   // reached over the UNIX-domain socket
-	UID          uint32 // the local peer's user id, from SO_PEERCRED
+	// Serial is the peer certificate's serial number, in hex.
+	Serial string
+	Local  bool   // reached over the UNIX-domain socket
+	UID    uint32 // the local peer's user id, from SO_PEERCRED
 	// Done is closed when the connection stops reading: the peer went away,
 	// was idle too long, or the server is stopping. A handler that blocks
 	// (a long poll) must return when it closes.
@@ -254,7 +256,9 @@ func (s *Server) handle(ctx context.Context, c *conn) {
 			return
 		}
 		peer.Identity = id
-		peer.CertNotAfter = tc.ConnectionState().PeerCertificates[0].NotAfter
+		leaf := tc.ConnectionState().PeerCertificates[0]
+		peer.CertNotAfter = leaf.NotAfter
+		peer.Serial = leaf.SerialNumber.Text(16)
 		c.rw = tc
 	} else {
 		cred, err := peerCred(c.raw)
@@ -266,6 +270,9 @@ func (s *Server) handle(ctx context.Context, c *conn) {
 		peer.UID = cred.Uid
 		peer.Addr = fmt.Sprintf("unix:pid=%d,uid=%d", cred.Pid, cred.Uid)
 	}
+	s.mu.Lock()
+	c.peer = peer
+	s.mu.Unlock()
 	srv := rpc.NewServer()
 	detach, err := s.attach(srv, peer)
 	if err != nil {
@@ -322,6 +329,23 @@ func (s *Server) Close() error {
 	return err
 }
 
+// CloseWhere closes the open connections whose peer matches, and says how
+// many it closed (after a reload, those of certificates now revoked).
+func (s *Server) CloseWhere(match func(Peer) bool) int {
+	s.mu.Lock()
+	var doomed []*conn
+	for c := range s.conns {
+		if c.peer.ConnID != 0 && match(c.peer) {
+			doomed = append(doomed, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range doomed {
+		c.Close()
+	}
+	return len(doomed)
+}
+
 func peerCred(c net.Conn) (*unix.Ucred, error) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
@@ -349,6 +373,7 @@ func peerCred(c net.Conn) (*unix.Ucred, error) {
 // before the first Read. Close touches only raw, so the server may close a
 // connection while its handler is still setting it up.
 type conn struct {
+	peer        Peer // set once known, under Server.mu
 	raw, rw     net.Conn
 	idle, write time.Duration
 	done        chan struct{}
