@@ -40,8 +40,13 @@ type counters struct {
 	net procfs.NetDev
 }
 
+// minRateWindow is the shortest time over which CPU % and network rates are
+// worth computing.
+const minRateWindow = time.Second
+
 // NewSampler reads from procRoot (normally "/proc") and reports disk use for the given mount points.
-// It takes a first CPU/network reading so that the first Sample already has rates.
+// It takes a first CPU/network reading; a Sample less than minRateWindow
+// after it reports the CPU average since boot instead of a rate.
 func NewSampler(procRoot string, mounts []string) (*Sampler, error) {
 	return newSampler(procRoot, mounts, time.Now)
 }
@@ -83,13 +88,20 @@ func (s *Sampler) Sample() (rpcdef.Resources, error) {
 	if err != nil {
 		return rpcdef.Resources{}, err
 	}
+	base := s.prev
+	if cur.at.Sub(base.at) < minRateWindow {
+		// A few milliseconds of counters (the first report, sent right
+		// after start) give 0% or 100%: report the CPU average since boot,
+		// and no network rate yet.
+		base = counters{cpu: procfs.CPUStat{}, at: cur.at}
+	}
 	r := rpcdef.Resources{
 		SampledAt:  cur.at,
 		CPUCount:   s.cpuCount,
 		CPUModel:   s.cpuModel,
-		CPUPercent: cpuPercent(s.prev.cpu, cur.cpu),
+		CPUPercent: cpuPercent(base.cpu, cur.cpu),
 	}
-	r.NetRxBytesPerSec, r.NetTxBytesPerSec = netRates(s.prev.net, cur.net, cur.at.Sub(s.prev.at))
+	r.NetRxBytesPerSec, r.NetTxBytesPerSec = netRates(base.net, cur.net, cur.at.Sub(base.at))
 
 	load, err := s.fs.LoadAvg()
 	if err != nil {

@@ -166,8 +166,9 @@ func TestSampleRates(t *testing.T) {
 		wantMemUsed float64
 	}{
 		{"forward", procA, procB, 4 * time.Second, 25, 550000, 150000, 12345670 * time.Millisecond, 25},
-		{"no time passed", procA, procB, 0, 25, 0, 0, 12345670 * time.Millisecond, 25},
-		{"clock went back", procA, procB, -time.Second, 25, 0, 0, 12345670 * time.Millisecond, 25},
+		// Under a second: CPU is the average since boot (proc-b's counters), no network rate.
+		{"no time passed", procA, procB, 0, 16, 0, 0, 12345670 * time.Millisecond, 25},
+		{"clock went back", procA, procB, -time.Second, 16, 0, 0, 12345670 * time.Millisecond, 25},
 		{"same snapshot", procA, procA, time.Second, 0, 0, 0, 12343670 * time.Millisecond, 12.5},
 		{"counters went back", procB, procA, 2 * time.Second, 0, 0, 0, 12343670 * time.Millisecond, 12.5},
 	}

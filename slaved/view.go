@@ -132,9 +132,11 @@ func (v *View) replaceLocked(version uint64, members []rpcdef.Member, logDiff bo
 	next := make(map[string]rpcdef.Member, len(members))
 	for _, m := range members {
 		if m.Name != v.node {
-			// Heartbeats of others are not sent to slaves: a time
-			// from the master's roll would only grow stale here.
+			// Others' heartbeats and reports are not sent to slaves: a
+			// time or a figure from the master's roll would only grow
+			// stale here (rpc-query members asks the master for them).
 			m.LastHeartbeat = time.Time{}
+			m.Resources = nil
 		}
 		next[m.Name] = m
 	}
