@@ -6,7 +6,7 @@ BENCH_CALLS ?= 20000x
 BENCH_PROCS ?= 300x
 BENCH_TRIALS ?= 20x
 
-.PHONY: all build test vet bench demo demo-netns clean
+.PHONY: all build test vet bench demo demo-netns fuzz clean
 
 all: build
 
@@ -35,6 +35,10 @@ demo: build
 # Each node in its own network namespace (needs root and ip netns).
 demo-netns: build
 	./scripts/demo-netns.sh
+
+# Every fuzz target for FUZZTIME each (default 20s); their seeds run in make test.
+fuzz:
+	./scripts/fuzz.sh
 
 clean:
 	rm -rf $(BIN)

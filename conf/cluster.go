@@ -2,6 +2,7 @@ package conf
 
 import (
 	"fmt"
+	"math"
 	"path/filepath"
 	"time"
 
@@ -121,7 +122,7 @@ func (c *Master) Validate(file string) error {
 	}
 	d := c.Detector
 	hb := c.HeartbeatInterval.D()
-	if d.SuspectPhi <= 0 || d.DeadPhi <= d.SuspectPhi {
+	if !(d.SuspectPhi > 0) || !(d.DeadPhi > d.SuspectPhi) || math.IsInf(d.DeadPhi, 0) { // NaN fails every comparison
 		ck.add("detector.dead_phi", "want 0 < suspect_phi < dead_phi, got suspect_phi = %g and dead_phi = %g", d.SuspectPhi, d.DeadPhi)
 	}
 	ck.positive("detector.window", d.Window, 64)

@@ -3,12 +3,14 @@ package masterd
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/muster-lab/muster/internal/pki"
 	"github.com/muster-lab/muster/rpcdef"
 )
 
@@ -517,12 +519,17 @@ func (ms *Membership) Restore(data []byte) (int, error) {
 	if err := json.Unmarshal(data, &r); err != nil {
 		return 0, fmt.Errorf("decode roster: %w", err)
 	}
+	if r.Version > math.MaxUint64/2 {
+		return 0, fmt.Errorf("roster version %d is out of range", r.Version)
+	}
 	now := ms.now()
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
+	nodes := make(map[string]*node, len(r.Nodes))
 	for i, e := range r.Nodes {
-		if e.Name == "" {
-			return 0, fmt.Errorf("roster entry %d has no name", i)
+		if err := pki.ValidName(e.Name); err != nil {
+			return 0, fmt.Errorf("roster entry %d: %w", i, err)
+		}
+		if _, dup := nodes[e.Name]; dup {
+			return 0, fmt.Errorf("roster entry %d: %s is listed twice", i, e.Name)
 		}
 		switch e.Status {
 		case rpcdef.StatusAlive, rpcdef.StatusSuspect, rpcdef.StatusUnknown:
@@ -531,9 +538,12 @@ func (ms *Membership) Restore(data []byte) (int, error) {
 		default:
 			return 0, fmt.Errorf("roster entry %s has status %q", e.Name, e.Status)
 		}
-		ms.nodes[e.Name] = &node{m: rpcdef.Member{Name: e.Name, Incarnation: e.Incarnation, Addr: e.Addr,
+		nodes[e.Name] = &node{m: rpcdef.Member{Name: e.Name, Incarnation: e.Incarnation, Addr: e.Addr,
 			Status: e.Status, JoinedAt: e.JoinedAt, StatusSince: e.StatusSince, CertNotAfter: e.CertNotAfter}}
 	}
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	ms.nodes = nodes
 	ms.version = r.Version
-	return len(r.Nodes), nil
+	return len(nodes), nil
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"slices"
 	"sync"
 	"time"
@@ -144,7 +145,7 @@ func validService(s rpcdef.Service) error {
 	if s.Version < 0 {
 		return fmt.Errorf("version %d is negative", s.Version)
 	}
-	if s.Addr == "" || len(s.Addr) > 255 {
+	if _, port, err := net.SplitHostPort(s.Addr); err != nil || port == "" || len(s.Addr) > 255 {
 		return fmt.Errorf("address %q: want HOST:PORT", s.Addr)
 	}
 	return nil

@@ -11,38 +11,94 @@ import (
 	"sync"
 )
 
-// DefaultMaxMessage bounds one request or response on the wire. The largest
-// legitimate message is a member list of a big cluster; anything past this is
-// refused before it is decoded.
+// DefaultMaxMessage bounds each gob message on the wire (a request or reply
+// is a header message and a body message, with the type definitions once per
+// connection). The largest legitimate message is the member list of a big
+// cluster; a message claiming more is refused before it is read.
 const DefaultMaxMessage = 16 << 20
 
 // ErrMessageTooLarge is returned when a peer sends a message over the limit.
 var ErrMessageTooLarge = errors.New("message exceeds the size limit")
 
-// limitedReader counts the bytes of the message being read and fails once
-// they pass the limit. The count is reset at the start of every message; the
-// decoder's read-ahead buffer makes the bound approximate by at most its size.
-type limitedReader struct {
-	r     io.Reader
-	limit int64
-	n     int64
+// framedReader passes a gob stream through and reads each message's length
+// prefix itself, so that a message claiming more than limit bytes is refused
+// before gob sees the claim: gob allocates from the claim, up to 10 MiB,
+// before it finds the bytes missing. It implements io.ByteReader so that gob
+// reads it directly instead of adding a buffer of its own.
+type framedReader struct {
+	r       *bufio.Reader
+	limit   uint64
+	left    uint64  // payload bytes of the current message still to pass on
+	pending []byte  // a checked length prefix not yet passed on
+	prefix  [9]byte // room for the longest prefix
 }
 
-func (l *limitedReader) Read(p []byte) (int, error) {
-	if l.n > l.limit {
-		return 0, fmt.Errorf("%w (%d bytes)", ErrMessageTooLarge, l.limit)
+func newFramedReader(r io.Reader, limit int) *framedReader {
+	return &framedReader{r: bufio.NewReader(r), limit: uint64(limit)}
+}
+
+// next reads and checks the length prefix of the next message.
+func (f *framedReader) next() error {
+	b, err := f.r.ReadByte()
+	if err != nil {
+		return err
 	}
-	n, err := l.r.Read(p)
-	l.n += int64(n)
+	f.prefix[0] = b
+	n, count := 1, uint64(b)
+	if b >= 0x80 { // gob: a byte count, negated, then the value big-endian
+		size := int(-int8(b))
+		if size < 1 || size > 8 {
+			return fmt.Errorf("gob: bad message length prefix %#x", b)
+		}
+		if _, err := io.ReadFull(f.r, f.prefix[1:1+size]); err != nil {
+			return err
+		}
+		count = 0
+		for _, c := range f.prefix[1 : 1+size] {
+			count = count<<8 | uint64(c)
+		}
+		n += size
+	}
+	if count > f.limit {
+		return fmt.Errorf("%w: a message claims %d bytes, the limit is %d", ErrMessageTooLarge, count, f.limit)
+	}
+	f.pending, f.left = f.prefix[:n], count
+	return nil
+}
+
+func (f *framedReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if len(f.pending) == 0 && f.left == 0 {
+		if err := f.next(); err != nil {
+			return 0, err
+		}
+	}
+	if len(f.pending) > 0 {
+		n := copy(p, f.pending)
+		f.pending = f.pending[n:]
+		return n, nil
+	}
+	if uint64(len(p)) > f.left {
+		p = p[:f.left]
+	}
+	n, err := f.r.Read(p)
+	f.left -= uint64(n)
 	return n, err
 }
 
-func (l *limitedReader) reset() { l.n = 0 }
+func (f *framedReader) ReadByte() (byte, error) {
+	var b [1]byte
+	if _, err := io.ReadFull(f, b[:]); err != nil {
+		return 0, err
+	}
+	return b[0], nil
+}
 
 // serverCodec is net/rpc's gob codec with a per-message size limit.
 type serverCodec struct {
 	rwc    io.ReadWriteCloser
-	lim    *limitedReader
 	dec    *gob.Decoder
 	enc    *gob.Encoder
 	encBuf *bufio.Writer
@@ -57,9 +113,8 @@ func NewServerCodec(conn io.ReadWriteCloser, maxMessage int) rpc.ServerCodec {
 	if maxMessage <= 0 {
 		maxMessage = DefaultMaxMessage
 	}
-	lim := &limitedReader{r: conn, limit: int64(maxMessage)}
 	buf := bufio.NewWriter(conn)
-	return &serverCodec{rwc: conn, lim: lim, dec: gob.NewDecoder(bufio.NewReader(lim)), enc: gob.NewEncoder(buf), encBuf: buf}
+	return &serverCodec{rwc: conn, dec: gob.NewDecoder(newFramedReader(conn, maxMessage)), enc: gob.NewEncoder(buf), encBuf: buf}
 }
 
 func (c *serverCodec) ReadRequestHeader(r *rpc.Request) error {
@@ -68,7 +123,6 @@ func (c *serverCodec) ReadRequestHeader(r *rpc.Request) error {
 		// malformed): end the connection rather than read on.
 		return c.err
 	}
-	c.lim.reset()
 	return c.note(c.dec.Decode(r))
 }
 
@@ -137,7 +191,6 @@ func (c *serverCodec) closeLocked() error {
 // clientCodec is the client side of serverCodec.
 type clientCodec struct {
 	rwc    io.ReadWriteCloser
-	lim    *limitedReader
 	dec    *gob.Decoder
 	enc    *gob.Encoder
 	encBuf *bufio.Writer
@@ -148,9 +201,8 @@ func NewClientCodec(conn io.ReadWriteCloser, maxMessage int) rpc.ClientCodec {
 	if maxMessage <= 0 {
 		maxMessage = DefaultMaxMessage
 	}
-	lim := &limitedReader{r: conn, limit: int64(maxMessage)}
 	buf := bufio.NewWriter(conn)
-	return &clientCodec{rwc: conn, lim: lim, dec: gob.NewDecoder(bufio.NewReader(lim)), enc: gob.NewEncoder(buf), encBuf: buf}
+	return &clientCodec{rwc: conn, dec: gob.NewDecoder(newFramedReader(conn, maxMessage)), enc: gob.NewEncoder(buf), encBuf: buf}
 }
 
 // WriteRequest is called by net/rpc with its sending mutex held.
@@ -165,7 +217,6 @@ func (c *clientCodec) WriteRequest(r *rpc.Request, body any) error {
 }
 
 func (c *clientCodec) ReadResponseHeader(r *rpc.Response) error {
-	c.lim.reset()
 	return c.dec.Decode(r)
 }
 
