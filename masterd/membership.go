@@ -85,24 +85,21 @@ func (ms *Membership) emit(n *node, kind rpcdef.EventKind, reason string, now ti
 	ms.dirty = true
 	f := ms.log.WithFields(logrus.Fields{"peer": n.m.Name, "event": kind, "version": e.Version})
 	if reason != "" {
-		f.Infof("%s is %s: %s", n.m.Name, describe(kind), reason)
+		f.Infof("%s %s: %s", n.m.Name, describe(kind), reason)
 	} else {
-		f.Infof("%s is %s", n.m.Name, describe(kind))
+		f.Infof("%s %s", n.m.Name, describe(kind))
 	}
 }
 
+// describe puts an event in words: "node-1 joined", "node-2 is now dead".
 func describe(k rpcdef.EventKind) string {
 	switch k {
-	case rpcdef.EventJoined:
-		return "joined"
-	case rpcdef.EventRejoined:
-		return "rejoined"
-	case rpcdef.EventLeft:
-		return "left"
+	case rpcdef.EventJoined, rpcdef.EventRejoined, rpcdef.EventLeft:
+		return string(k)
 	case rpcdef.EventForgotten:
-		return "forgotten"
+		return "was forgotten"
 	}
-	return "now " + string(k)
+	return "is now " + string(k)
 }
 
 func (ms *Membership) setStatus(n *node, st rpcdef.Status, now time.Time) {
@@ -120,9 +117,15 @@ type Caller struct {
 
 // Join admits a slave. A new incarnation replaces the old one at once.
 func (ms *Membership) Join(c Caller, inc uint64) (rpcdef.JoinReply, error) {
-	now := ms.now()
 	ms.mu.Lock()
-	defer ms.mu.Unlock()
+	r, err := ms.joinLocked(c, inc)
+	ms.mu.Unlock()
+	sortMembers(r.Members) // outside the lock: joins come by the thousand
+	return r, err
+}
+
+func (ms *Membership) joinLocked(c Caller, inc uint64) (rpcdef.JoinReply, error) {
+	now := ms.now()
 	n, ok := ms.nodes[c.Node]
 	switch {
 	case !ok:
@@ -149,7 +152,7 @@ func (ms *Membership) Join(c Caller, inc uint64) (rpcdef.JoinReply, error) {
 	}
 	return rpcdef.JoinReply{
 		Version:           ms.version,
-		Members:           ms.membersLocked(""),
+		Members:           ms.rollLocked(),
 		HeartbeatInterval: ms.t.Detector.Interval,
 		ReportInterval:    ms.t.Report,
 	}, nil
@@ -205,6 +208,8 @@ func (ms *Membership) Heartbeat(c Caller, inc uint64) (uint64, error) {
 		return ms.version, err
 	}
 	n.arr.Observe(now, &ms.t.Detector)
+	if !n.m.LastHeartbeat.IsZero() {
+	}
 	n.m.LastHeartbeat = now
 	n.connID, n.closedAt = c.ConnID, time.Time{}
 	if n.m.Status == rpcdef.StatusSuspect {
@@ -318,9 +323,16 @@ func (ms *Membership) Tick(now time.Time) {
 	defer ms.mu.Unlock()
 	if stall > 0 {
 		ms.forgive(stall)
-		ms.recovering = now.Add(ms.t.Detector.MaxDead)
-		ms.log.Warnf("the master itself stalled for %v: that gap is not counted against the slaves, and nobody is declared dead for %v while they come back",
-			stall.Round(time.Millisecond), ms.t.Detector.MaxDead)
+		// A short lag (a busy moment, a GC) is only forgiven. A stall long
+		// enough for the slaves' calls to have failed also gives them
+		// max_dead to come back before anyone is declared dead.
+		if stall >= ms.t.Detector.MinDead {
+			ms.recovering = now.Add(ms.t.Detector.MaxDead)
+			ms.log.Warnf("the master itself stalled for %v: that gap is not counted against the slaves, and nobody is declared dead for %v while they come back",
+				stall.Round(time.Millisecond), ms.t.Detector.MaxDead)
+		} else {
+			ms.log.Debugf("the master's detector lagged %v behind: forgiven", stall.Round(time.Millisecond))
+		}
 	}
 	// Nobody at all heartbeating is the master's problem (its network), not
 	// every slave's: hold heartbeat verdicts until someone is heard again.
@@ -394,24 +406,37 @@ func (ms *Membership) forgive(d time.Duration) {
 // Members returns the roll sorted by name, or one member.
 func (ms *Membership) Members(name string) (rpcdef.MembersReply, error) {
 	ms.mu.Lock()
-	defer ms.mu.Unlock()
 	if name != "" {
-		if _, ok := ms.nodes[name]; !ok {
+		defer ms.mu.Unlock()
+		n, ok := ms.nodes[name]
+		if !ok {
 			return rpcdef.MembersReply{}, rpcdef.Errorf(rpcdef.CodeNotFound, "no node %s in the cluster", name)
 		}
+		return rpcdef.MembersReply{Version: ms.version, Members: []rpcdef.Member{n.m}}, nil
 	}
-	return rpcdef.MembersReply{Version: ms.version, Members: ms.membersLocked(name)}, nil
+	r := rpcdef.MembersReply{Version: ms.version, Members: make([]rpcdef.Member, 0, len(ms.nodes))}
+	for _, n := range ms.nodes {
+		r.Members = append(r.Members, n.m)
+	}
+	ms.mu.Unlock()
+	sortMembers(r.Members)
+	return r, nil
 }
 
-func (ms *Membership) membersLocked(name string) []rpcdef.Member {
-	if name != "" {
-		return []rpcdef.Member{ms.nodes[name].m}
-	}
+// rollLocked copies the roll for a slave: status, address and incarnation,
+// without resource reports (a slave's view keeps none of others'). Unsorted.
+func (ms *Membership) rollLocked() []rpcdef.Member {
 	out := make([]rpcdef.Member, 0, len(ms.nodes))
 	for _, n := range ms.nodes {
-		out = append(out, n.m)
+		m := n.m
+		m.Resources = nil
+		out = append(out, m)
 	}
-	slices.SortFunc(out, func(a, b rpcdef.Member) int {
+	return out
+}
+
+func sortMembers(ms []rpcdef.Member) {
+	slices.SortFunc(ms, func(a, b rpcdef.Member) int {
 		switch {
 		case a.Name < b.Name:
 			return -1
@@ -420,23 +445,26 @@ func (ms *Membership) membersLocked(name string) []rpcdef.Member {
 		}
 		return 0
 	})
-	return out
 }
 
 // Since fills reply with the events after version after and returns true,
 // or returns false and a channel that is closed at the next event.
 func (ms *Membership) Since(after uint64, reply *rpcdef.WatchReply) (bool, <-chan struct{}) {
 	ms.mu.Lock()
-	defer ms.mu.Unlock()
 	reply.Version = ms.version
 	if after == ms.version {
-		return false, ms.changed
+		ch := ms.changed
+		ms.mu.Unlock()
+		return false, ch
 	}
 	if after > ms.version || len(ms.events) == 0 || after+1 < ms.events[0].Version {
 		reply.Reset = true
-		reply.Members = ms.membersLocked("")
+		reply.Members = ms.rollLocked()
+		ms.mu.Unlock()
+		sortMembers(reply.Members)
 		return true, nil
 	}
+	defer ms.mu.Unlock()
 	i, _ := slices.BinarySearchFunc(ms.events, after+1, func(e rpcdef.Event, v uint64) int {
 		switch {
 		case e.Version < v:

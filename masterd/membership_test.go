@@ -152,6 +152,23 @@ func TestStallRecovery(t *testing.T) {
 	}
 }
 
+// A short lag of the detector's loop is forgiven but does not hold deaths:
+// under load, lags of a few ticks are common, and holding every death for
+// max_dead at each would stop detection.
+func TestShortLagDoesNotHoldDeaths(t *testing.T) {
+	ms, clk := testMembershipClock()
+	ms.Join(Caller{Node: "n1", ConnID: 1}, 1)
+	t0 := clk.t
+	ms.Tick(t0)
+	clk.t = t0.Add(300 * time.Millisecond) // a 300 ms lag
+	ms.Tick(clk.t)
+	ms.ConnClosed("n1", 1)
+	tickUntil(ms, clk, clk.t.Add(50*time.Millisecond), clk.t.Add(600*time.Millisecond))
+	if st := status(t, ms, "n1"); st != rpcdef.StatusDead {
+		t.Fatalf("after a 300 ms lag a closed connection's node is %s %v later, want dead after the 500 ms grace", st, 600*time.Millisecond)
+	}
+}
+
 // Versions keep growing across a restart, and known nodes come back unknown.
 func TestRosterRestore(t *testing.T) {
 	ms := testMembership()

@@ -2,6 +2,7 @@ package masterd
 
 import (
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -18,9 +19,10 @@ const certWarning = 7 * 24 * time.Hour
 // Session is ClusterService as one connection sees it: every method knows
 // the certificate of its caller.
 type Session struct {
-	s    *Server
-	peer tlsrpc.Peer
-	log  logrus.FieldLogger
+	s       *Server
+	peer    tlsrpc.Peer
+	log     logrus.FieldLogger
+	touched atomic.Bool // Touch has been called for this connection
 }
 
 // slave checks the identity rule, Kubernetes' NodeRestriction: a slave may
@@ -107,7 +109,9 @@ func (x *Session) Members(args *rpcdef.MembersArgs, reply *rpcdef.MembersReply) 
 
 // Watch blocks until there are events after args.After, or args.Wait passes.
 func (x *Session) Watch(args *rpcdef.WatchArgs, reply *rpcdef.WatchReply) error {
-	if x.peer.Identity.Role == pki.RoleSlave {
+	if x.peer.Identity.Role == pki.RoleSlave && x.touched.CompareAndSwap(false, true) {
+		// Once per connection: a slave's first call on a new connection
+		// is what makes the close of its old one no evidence.
 		x.s.ms.Touch(x.peer.Identity.Name, x.peer.ConnID)
 	}
 	wait := min(max(args.Wait, 0), maxWatchWait)

@@ -206,7 +206,7 @@ func TestClusterJoinCrashRejoinLeave(t *testing.T) {
 	if m.Incarnation <= before.Incarnation {
 		t.Fatalf("restarted node-2 has incarnation %d, want more than %d", m.Incarnation, before.Incarnation)
 	}
-	c.master.waitLine(`node-2 is rejoined`, 5*time.Second)
+	c.master.waitLine(`node-2 rejoined`, 5*time.Second)
 	v := c.waitView(c.slaves["node-1"], "node-2", rpcdef.StatusAlive, 10*time.Second)
 	if v.Incarnation != m.Incarnation {
 		t.Fatalf("node-1's view has node-2 incarnation %d, the master %d", v.Incarnation, m.Incarnation)
@@ -298,7 +298,7 @@ func TestClusterStaleIncarnation(t *testing.T) {
 	if m.Incarnation != 200 {
 		t.Fatalf("incarnation %d, want 200", m.Incarnation)
 	}
-	c.master.waitLine(`node-x is rejoined: new incarnation 200 replaces 100`, time.Second)
+	c.master.waitLine(`node-x rejoined: new incarnation 200 replaces 100`, time.Second)
 }
 
 func TestClusterMasterRestart(t *testing.T) {
