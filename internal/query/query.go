@@ -34,13 +34,19 @@ commands:
   top                       resources per member, busiest first (like kubectl top nodes)
   watch                     print membership events as they happen, until interrupted
   view                      a slave's own view of the cluster, over its local socket
+  heartbeat NODE            diagnostic: test what the master accepts from a
+                            certificate. Sends one Heartbeat for NODE with --cert
+                            (--incarnation N; default the master's for NODE) and
+                            prints the answer; exit 1 if refused. An accepted one
+                            is real: the master then marks NODE suspect when this
+                            connection closes, until NODE's next heartbeat.
 
 The registry is reached over its local UNIX socket by default, with no
 certificate. --registry HOST:PORT reaches a remote one over mutual TLS with the
 certificate given by --ca, --cert and --key (an admin certificate, usually);
 ping always needs one, to talk to the service itself.
 
-members, top and watch find the master of --cluster in the registry
+members, top, watch and heartbeat find the master of --cluster in the registry
 (ClusterService/CLUSTER) and reach it over mutual TLS with that certificate;
 they accept only a server with a master certificate. view needs no
 certificate: it reads slaved's local socket.
@@ -74,6 +80,7 @@ type options struct {
 	cluster     string
 	status      string
 	slaveSocket string
+	incarnation incarnationFlag
 }
 
 func env(name, def string) string {
@@ -104,9 +111,10 @@ func (q *query) main(ctx context.Context, args []string) int {
 	fs.StringVar(&o.key, "key", env("MUSTER_KEY", ""), "key `file`")
 	fs.BoolVar(&o.json, "json", false, "print JSON instead of a table")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "give up on a call after this long (watch: on each call)")
-	fs.StringVar(&o.cluster, "cluster", env("MUSTER_CLUSTER", "lab"), "the cluster `name` whose master members, top and watch ask")
+	fs.StringVar(&o.cluster, "cluster", env("MUSTER_CLUSTER", "lab"), "the cluster `name` whose master members, top, watch and heartbeat ask")
 	fs.StringVar(&o.status, "status", "", "members, top, view: only members in these `states` (comma-separated: alive,suspect,dead,left,unknown)")
 	fs.StringVar(&o.slaveSocket, "slave-socket", env("MUSTER_SLAVE_SOCKET", rpcdef.DefaultSlaveSocket), "view: slaved's local `socket`")
+	fs.Var(&o.incarnation, "incarnation", "heartbeat: the incarnation `N` to send (default: the one the master holds for NODE)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -160,6 +168,8 @@ func (q *query) main(ctx context.Context, args []string) int {
 		err = q.need(rest, 0, "watch").then(func() error { return q.watch(cmdCtx) })
 	case "view":
 		err = q.need(rest, 0, "view [--slave-socket PATH]").then(func() error { return q.view(cmdCtx) })
+	case "heartbeat":
+		err = q.need(rest, 1, "heartbeat NODE [--incarnation N]").then(func() error { return q.heartbeat(cmdCtx, rest[0]) })
 	default:
 		err = usageError(fmt.Sprintf("unknown command %q: run rpc-query --help for the list", cmd))
 	}
@@ -187,10 +197,13 @@ func (q *query) fail(ctx context.Context, err error) int {
 // checkFlags rejects flags that make no sense together, before anything is
 // dialled.
 func (q *query) checkFlags(cmd string, rest []string) error {
-	if cmd == "members" || cmd == "top" || cmd == "watch" {
+	if cmd == "members" || cmd == "top" || cmd == "watch" || cmd == "heartbeat" {
 		if err := pki.ValidName(q.o.cluster); err != nil {
 			return usageError(fmt.Sprintf("--cluster: %v", err))
 		}
+	}
+	if q.o.incarnation.set && cmd != "heartbeat" {
+		return usageError(fmt.Sprintf("--incarnation applies to heartbeat, not %s", cmd))
 	}
 	if q.o.timeout <= 0 {
 		return usageError(fmt.Sprintf("--timeout %v: want a positive duration, like 5s", q.o.timeout))

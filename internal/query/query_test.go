@@ -247,6 +247,10 @@ func TestUsage(t *testing.T) {
 		{[]string{"--timeout", "0s", "members"}, "--timeout 0s: want a positive duration"},
 		{[]string{"top", "--bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"heartbeat"}, "usage: rpc-query heartbeat NODE [--incarnation N]"},
+		{[]string{"heartbeat", "Node_1!"}, "heartbeat Node_1!: name"},
+		{[]string{"heartbeat", "node-1", "--incarnation", "-1"}, `invalid value "-1" for flag -incarnation: want a whole number`},
+		{[]string{"members", "--incarnation", "5"}, "--incarnation applies to heartbeat, not members"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -887,6 +891,100 @@ func TestView(t *testing.T) {
 		want := fmt.Sprintf("rpc-query: cannot reach slaved: nothing listens on %s (is slaved running on this host? use --slave-socket PATH or MUSTER_SLAVE_SOCKET)\n", missing)
 		if code != exitFail || errOut.String() != want {
 			t.Errorf("exit %d, stderr %q; want exit 1, %q", code, errOut.String(), want)
+		}
+	})
+}
+
+// slaveMaster is a master as a caller holding node-1's slave certificate
+// sees it: it answers Heartbeat as masterd does.
+type slaveMaster struct {
+	*fakeMaster
+	sent []rpcdef.HeartbeatArgs
+}
+
+func (m *slaveMaster) Heartbeat(ctx context.Context, args rpcdef.HeartbeatArgs) (rpcdef.HeartbeatReply, error) {
+	m.sent = append(m.sent, args)
+	r := rpcdef.HeartbeatReply{Version: m.version}
+	if args.Node != "node-1" {
+		return r, rpcdef.Errorf(rpcdef.CodePermission, "spiffe://lab/slave/node-1 may only Heartbeat as node-1, not as %s", args.Node)
+	}
+	if args.Incarnation != 1718031600123456789 {
+		return r, rpcdef.Errorf(rpcdef.CodeStaleIncarnation, "node-1 incarnation %d was replaced by incarnation 1718031600123456789: this process must join again", args.Incarnation)
+	}
+	return r, nil
+}
+
+func TestHeartbeat(t *testing.T) {
+	tests := []struct {
+		args    []string
+		code    int
+		stdout  string
+		stderr  string
+		sentInc uint64 // the incarnation the heartbeat carried
+	}{
+		{
+			args:    []string{"heartbeat", "node-1"},
+			stdout:  "heartbeat for node-1 (incarnation 1718031600123456789) accepted at version 41\n",
+			sentInc: 1718031600123456789,
+		},
+		{
+			args:    []string{"--json", "heartbeat", "node-1"},
+			stdout:  "{\n  \"node\": \"node-1\",\n  \"incarnation\": 1718031600123456789,\n  \"accepted\": true,\n  \"version\": 41\n}\n",
+			sentInc: 1718031600123456789,
+		},
+		{
+			// node-2's own incarnation is sent: only the certificate is judged.
+			args:    []string{"heartbeat", "node-2"},
+			code:    exitFail,
+			stderr:  "rpc-query: heartbeat for node-2 refused: permission denied: spiffe://lab/slave/node-1 may only Heartbeat as node-1, not as node-2\n",
+			sentInc: 1718031700987654321,
+		},
+		{
+			args:    []string{"heartbeat", "node-1", "--incarnation", "5"},
+			code:    exitFail,
+			stderr:  "rpc-query: heartbeat for node-1 refused: stale incarnation: node-1 incarnation 5 was replaced by incarnation 1718031600123456789: this process must join again\n",
+			sentInc: 5,
+		},
+		{
+			// Not a member: incarnation 0, and the master has its say.
+			args:    []string{"heartbeat", "node-9"},
+			code:    exitFail,
+			stderr:  "rpc-query: heartbeat for node-9 refused: permission denied: spiffe://lab/slave/node-1 may only Heartbeat as node-1, not as node-9\n",
+			sentInc: 0,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			m := &slaveMaster{fakeMaster: &fakeMaster{members: lab(), version: 41}}
+			q, out, errOut := fakeQuery(m.fakeMaster)
+			connect := q.connect
+			q.connect = func(ctx context.Context) (*master, error) {
+				c, err := connect(ctx)
+				if err != nil {
+					return nil, err
+				}
+				c.clusterAPI = m
+				return c, nil
+			}
+			if code := q.main(context.Background(), tt.args); code != tt.code {
+				t.Errorf("exit %d, want %d; stderr:\n%s", code, tt.code, errOut)
+			}
+			if out.String() != tt.stdout || errOut.String() != tt.stderr {
+				t.Errorf("stdout %q\nstderr %q\nwant stdout %q\nstderr %q", out, errOut, tt.stdout, tt.stderr)
+			}
+			if len(m.sent) != 1 || m.sent[0].Incarnation != tt.sentInc {
+				t.Errorf("sent %+v, want one heartbeat with incarnation %d", m.sent, tt.sentInc)
+			}
+		})
+	}
+
+	t.Run("a client without Heartbeat", func(t *testing.T) {
+		q, _, errOut := fakeQuery(&fakeMaster{members: lab(), version: 41})
+		if code := q.main(context.Background(), []string{"heartbeat", "node-1"}); code != exitFail {
+			t.Fatalf("exit %d, want %d", code, exitFail)
+		}
+		if want := "rpc-query: the client of the master at 127.0.0.1:7200 cannot send heartbeats\n"; errOut.String() != want {
+			t.Errorf("stderr %q, want %q", errOut, want)
 		}
 	})
 }

@@ -1,0 +1,780 @@
+#!/usr/bin/env bash
+# The lab demo: a registry, a master and three slaves on 127.0.0.1, walked
+# through lab 1's requirements a-f. Run it with --help for the options.
+set -euo pipefail
+
+usage() {
+	cat <<'EOF'
+usage: scripts/demo.sh [--step] [--keep] [--ci]
+
+Starts a registry, a master and three slaves on 127.0.0.1 in a temporary
+directory, with certificates made for the occasion, and walks through the
+protocol: discovery, heartbeats and reports, a crash, a rejoin, two refused
+impostors and a graceful leave. Each command is printed before its output;
+each step's heading names the lab's requirements (a-f) it shows.
+
+  --step   pause before each step until Enter is pressed (needs a terminal)
+  --keep   leave the cluster running at the end, and print how to explore
+           it and how to stop it
+  --ci     for tests: no pauses, no colour, and the PIDs of every process
+           the demo started after the closing summary. Without a terminal
+           on stdout there is no colour either.
+  --help   this text
+
+environment:
+  MUSTER_BIN  a directory holding registryd, masterd, slaved, rpc-query and
+              certgen, used as they are; by default bin/ in the repository,
+              made with 'make build' when missing or older than the sources
+  NO_COLOR    when set, no colour even on a terminal
+
+Only loopback is used, and every port is picked by the kernel. On exit,
+even on Ctrl-C, every process the demo started is stopped and the
+temporary directory removed (kept, with its logs, if the demo failed).
+EOF
+}
+
+step_mode=0 keep=0 ci=0
+for arg in "$@"; do
+	case $arg in
+	--step) step_mode=1 ;;
+	--keep) keep=1 ;;
+	--ci) ci=1 ;;
+	-h | --help | help)
+		usage
+		exit 0
+		;;
+	*)
+		printf 'demo.sh: unknown argument %s (try --help)\n' "$arg" >&2
+		exit 2
+		;;
+	esac
+done
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# Colour only on a terminal, pauses only with one to read Enter from.
+if [[ $ci == 0 && -t 1 && -z ${NO_COLOR:-} ]]; then
+	c_head=$'\e[1;36m' c_cmd=$'\e[1m' c_note=$'\e[2m' c_ok=$'\e[32m' c_bad=$'\e[31m' c_off=$'\e[0m'
+else
+	c_head='' c_cmd='' c_note='' c_ok='' c_bad='' c_off=''
+fi
+if [[ $ci == 1 ]] || ! { : </dev/tty; } 2>/dev/null; then
+	step_mode=0
+fi
+
+# ---------------------------------------------------------------- output
+
+width=80
+
+# fit folds lines wider than 80 columns, counted in bytes as awk counts
+# them (a character of several bytes is kept whole, and table columns are
+# found by characters). Continuation lines are indented four spaces.
+fit() {
+	LC_ALL=C awk -v w="$width" '
+	# enc replaces each multibyte UTF-8 character of s with one byte, \001, and
+	# keeps it in mb[i, k], so that positions count characters.
+	function enc(s, i,   out) {
+		out = ""
+		nmb[i] = 0
+		while (match(s, /[\300-\367][\200-\277]+/)) {
+			out = out substr(s, 1, RSTART - 1) "\001"
+			mb[i, ++nmb[i]] = substr(s, RSTART, RLENGTH)
+			s = substr(s, RSTART + RLENGTH)
+		}
+		return out s
+	}
+	# dec puts the characters of line i back into s, a piece of it: the next ones
+	# from cur[i], advancing cur[i] if adv is set.
+	function dec(s, i, adv,   out, k, j) {
+		out = ""
+		k = cur[i]
+		while ((j = index(s, "\001")) > 0) {
+			out = out substr(s, 1, j - 1) mb[i, ++k]
+			s = substr(s, j + 1)
+		}
+		if (adv) cur[i] = k
+		return out s
+	}
+	function rtrim(s) { sub(/ +$/, "", s); return s }
+	function table(s) { return s ~ /[^ ]   *[^ ]/ }
+	# starts: a field of s starts at character p.
+	function starts(s, p) { return substr(s, p, 1) != " " && substr(s, p - 1, 1) == " " }
+	# fits: the first p-1 characters of line i, from its cursor, fit in w bytes.
+	function fits(s, i, p) { return length(dec(rtrim(substr(s, 1, p - 1)), i, 0)) <= w }
+	# wrap prints s, a piece of line i, folding it at spaces into pieces of at
+	# most w bytes; continuations are indented four spaces.
+	function wrap(s, i,   p, cut) {
+		while (length(dec(s, i, 0)) > w) {
+			cut = 0
+			for (p = w + 1; p > 5 && !cut; p--)
+				if (starts(s, p) && fits(s, i, p)) cut = p
+			if (!cut)
+				for (cut = w + 1; cut > 2 && !fits(s, i, cut); cut--)
+					;
+			print dec(rtrim(substr(s, 1, cut - 1)), i, 1)
+			s = "    " substr(s, cut)
+		}
+		print dec(s, i, 1)
+	}
+	{
+		raw[NR] = $0
+		e[NR] = enc($0, NR)
+		cur[NR] = 0
+	}
+	END {
+		# Table rows too wide are cut at one column where a field starts in
+		# each of them, no further left than half the width, so that their
+		# folded columns stay aligned; so are the other rows of the table that reach
+		# past that column. Anything else too wide is wrapped at spaces.
+		col = 0
+		for (p = w + 1; p > w / 2 && !col; p--) {
+			ok = 1
+			n = 0
+			for (i = 1; i <= NR && ok; i++) {
+				if (length(raw[i]) <= w || !table(e[i])) continue
+				n++
+				ok = starts(e[i], p) && fits(e[i], i, p)
+			}
+			if (n == 0) break
+			if (ok) col = p
+		}
+		for (i = 1; i <= NR; i++) {
+			s = e[i]
+			if (col && table(s) && starts(s, col) && fits(s, i, col)) {
+				print dec(rtrim(substr(s, 1, col - 1)), i, 1)
+				wrap("    " substr(s, col), i)
+			} else if (length(raw[i]) > w) {
+				wrap(s, i)
+			} else {
+				print raw[i]
+			}
+		}
+	}
+	'
+}
+
+say() { printf '%s\n' "$*" | fit; }
+note() { printf '%s%s%s\n' "$c_note" "$(printf '%s\n' "$*" | fit)" "$c_off"; }
+good() { printf '%s%s%s\n' "$c_ok" "$(printf '%s\n' "$*" | fit)" "$c_off"; }
+
+heading() {
+	pause
+	printf '\n%s== %s ==%s\n' "$c_head" "$*" "$c_off"
+}
+
+pause() {
+	if [[ $step_mode == 1 ]]; then
+		printf '%s-- press Enter for the next step --%s' "$c_note" "$c_off" >/dev/tty
+		read -r _ </dev/tty || true
+	fi
+}
+
+# quote prints its arguments as a shell would need them typed.
+quote() {
+	local a out=''
+	for a in "$@"; do
+		if [[ $a =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
+			out+=" $a"
+		else
+			out+=" '${a//\'/\'\\\'\'}'"
+		fi
+	done
+	printf '%s' "${out# }"
+}
+
+# cmdline prints "$ COMMAND", broken with backslashes to fit 80 columns,
+# before a flag where it can be.
+cmdline() {
+	local text head cut
+	text="\$ $1"
+	while ((${#text} > width)); do
+		head=${text:0:width-2}
+		cut=${head% -*}
+		if [[ $cut == "$head" || ${#cut} -lt 8 ]]; then
+			cut=${head% *}
+		fi
+		printf '%s%s \\%s\n' "$c_cmd" "$cut" "$c_off"
+		text="    ${text:${#cut}+1}"
+	done
+	printf '%s%s%s\n' "$c_cmd" "$text" "$c_off"
+}
+
+# run runs a command in the background and waits for it. Ctrl-C then
+# stops the demo at once: bash leaves a SIGINT that a foreground command
+# catches to that command, and rpc-query catches it (and exits 1).
+run() {
+	"$@" &
+	child=$!
+	wait "$child"
+}
+
+child=''
+
+# nap sleeps, as run does.
+nap() { run sleep "$1"; }
+
+# rpcq runs rpc-query, as run does; qout holds its output.
+rpcq() {
+	local st=0
+	run rpc-query "$@" >"$workdir/.rpcq" 2>&1 || st=$?
+	qout=$(<"$workdir/.rpcq")
+	return "$st"
+}
+
+folded=0 # whether the note on folding was printed
+
+# show runs a command after printing it, and prints its output and, if it
+# failed, its exit status. $out and $rc hold them afterwards.
+show() {
+	cmdline "$(quote "$@")"
+	rc=0
+	run "$@" >"$workdir/.show" 2>&1 || rc=$?
+	out=$(<"$workdir/.show")
+	if [[ -n $out ]]; then
+		if [[ $folded == 0 ]] && LC_ALL=C awk -v w="$width" 'length > w { f = 1 } END { exit !f }' <<<"$out"; then
+			folded=1
+			note "(output wider than $width columns is folded; continuations are indented)"
+		fi
+		printf '%s\n' "$out" | fit
+	fi
+	if [[ $rc != 0 ]]; then
+		note "(exit status $rc)"
+	fi
+}
+
+die() {
+	printf '%sdemo.sh: %s%s\n' "$c_bad" "$*" "$c_off" | fit >&2
+	exit 1
+}
+
+# ------------------------------------------------------------- processes
+
+pids=()  # every process the demo started, in order
+names=() # what each one is, for messages
+
+started() {
+	pids+=("$2")
+	names+=("$1")
+}
+
+name_of() {
+	local i
+	for i in "${!pids[@]}"; do
+		if [[ ${pids[i]} == "$1" ]]; then
+			printf '%s' "${names[i]}"
+			return
+		fi
+	done
+	printf 'pid %s' "$1"
+}
+
+running() { kill -0 "$1" 2>/dev/null; }
+
+# stop sends SIGTERM to each running PID, waits up to 10s for all of them,
+# then SIGKILLs what is left. It prints each exit unless quiet is set.
+stop() {
+	local quiet=$1 pid left deadline st
+	shift
+	local -A status=()
+	for pid in "$@"; do
+		if running "$pid"; then
+			kill -TERM "$pid" 2>/dev/null || true
+		fi
+	done
+	deadline=$((SECONDS + 10))
+	while :; do
+		left=()
+		for pid in "$@"; do
+			running "$pid" && left+=("$pid")
+		done
+		((${#left[@]} == 0)) && break
+		if ((SECONDS >= deadline)); then
+			printf 'demo.sh: %s did not stop within 10s of SIGTERM: SIGKILL\n' \
+				"$(for pid in "${left[@]}"; do name_of "$pid"; printf ' '; done)" >&2
+			# Reaped here, so that bash does not report "Killed" later.
+			for pid in "${left[@]}"; do
+				st=0
+				{ kill -KILL "$pid" && wait "$pid"; } 2>/dev/null || st=$?
+				status[$pid]=$st
+			done
+			break
+		fi
+		nap 0.05
+	done
+	for pid in "$@"; do
+		st=${status[$pid]:-}
+		if [[ -z $st ]]; then
+			st=0
+			wait "$pid" 2>/dev/null || st=$?
+		fi
+		if [[ $quiet == 0 ]]; then
+			say "$(name_of "$pid") (pid $pid) exited with status $st"
+		fi
+	done
+}
+
+workdir=''
+failed_log=''
+finished=0
+
+cleanup() {
+	local rc=$?
+	trap - EXIT
+	trap '' INT TERM # a second Ctrl-C does not cut the cleanup short
+	local live=() pid
+	if [[ -n $child ]] && running "$child"; then
+		kill -TERM "$child" 2>/dev/null || true
+	fi
+	for pid in "${pids[@]}"; do
+		running "$pid" && live+=("$pid")
+	done
+	if [[ $finished == 1 && $keep == 1 ]]; then
+		exit "$rc"
+	fi
+	if ((${#live[@]} > 0)); then
+		stop 1 "${live[@]}"
+	fi
+	if [[ -n $workdir && -d $workdir ]]; then
+		if [[ $rc != 0 && $rc != 130 && $rc != 143 ]]; then
+			if [[ -n $failed_log && -f $failed_log ]]; then
+				printf -- '--- last lines of %s:\n' "$failed_log" >&2
+				tail -n 15 "$failed_log" | fit >&2
+			fi
+			printf 'demo.sh: kept %s for its logs; remove it when done\n' "$workdir" | fit >&2
+		else
+			rm -rf "$workdir"
+		fi
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# wait_for WHAT SECONDS LOG COMMAND...: poll COMMAND every 50ms until it
+# succeeds; after SECONDS, fail naming LOG.
+wait_for() {
+	local what=$1 secs=$2 log=$3
+	shift 3
+	local deadline=$((SECONDS + secs))
+	until "$@" >/dev/null 2>&1; do
+		if ((SECONDS >= deadline)); then
+			failed_log=$log
+			die "timed out after ${secs}s waiting for $what; see $workdir/$log"
+		fi
+		nap 0.05
+	done
+}
+
+# now_ns is the wall clock in nanoseconds.
+now_ns() {
+	local t=${EPOCHREALTIME:-}
+	if [[ -n $t ]]; then
+		t=${t/[.,]/}
+		printf '%s000' "$t"
+	else
+		date +%s%N
+	fi
+}
+
+# ---------------------------------------------------------------- build
+
+if [[ -n ${MUSTER_BIN:-} ]]; then
+	bin=$(cd "$MUSTER_BIN" 2>/dev/null && pwd) || die "MUSTER_BIN=$MUSTER_BIN is not a directory"
+else
+	bin=$root/bin
+	stale=0
+	for b in registryd masterd slaved rpc-query certgen; do
+		[[ -x $bin/$b ]] || stale=1
+	done
+	if [[ $stale == 0 ]] && [[ -n $(find "$root" \( -name .git -o -name bin \) -prune -o \
+		\( -name '*.go' -o -name go.mod -o -name go.sum \) -newer "$bin/certgen" -print -quit) ]]; then
+		stale=1
+	fi
+	if [[ $stale == 1 ]]; then
+		say "bin/ is missing or older than the sources: make build"
+		make -C "$root" build >&2 || die "make build failed"
+	fi
+fi
+for b in registryd masterd slaved rpc-query certgen; do
+	[[ -x $bin/$b ]] || die "$bin/$b is missing: run make build (or set MUSTER_BIN)"
+done
+PATH=$bin:$PATH
+
+workdir=$(mktemp -d "${TMPDIR:-/tmp}/muster-demo.XXXXXX")
+cd "$workdir"
+mkdir logs
+
+# config EXAMPLE DEST KEY=VALUE...: conf/examples/EXAMPLE with each top-level
+# "KEY = ..." line set to VALUE (TOML: strings carry their quotes), as the
+# end-to-end tests write theirs.
+config() {
+	local src=$root/conf/examples/$1 dest=$2 kv k v
+	shift 2
+	cp "$src" "$dest"
+	for kv in "$@"; do
+		k=${kv%%=*} v=${kv#*=}
+		grep -q "^$k = " "$dest" || die "$src has no line '$k = ...': the demo and the example drifted apart"
+		v=${v//\\/\\\\} v=${v//&/\\&} v=${v//|/\\|}
+		sed "s|^$k = .*|$k = $v|" "$dest" >"$dest.new"
+		mv "$dest.new" "$dest"
+	done
+}
+
+# ready_addr LOG [SKIP]: the addr of the first readiness line in LOG after
+# its first SKIP lines.
+ready_addr() {
+	tail -n "+$((${2:-0} + 1))" "$1" | sed -n 's/.*msg=ready addr="\{0,1\}\([^" ]*\).*/\1/p' | head -n 1
+}
+
+has_ready() { [[ -n $(ready_addr "$1" "$2") ]]; }
+
+# start_daemon NAME LOG BINARY ARGS...: start it in the background, its
+# output appended to LOG, print the command, and wait for its readiness
+# line. last_pid is its PID, last_addr the addr it logged.
+start_daemon() {
+	local name=$1 log=$2 skip=0
+	shift 2
+	cmdline "$(quote "$@") &"
+	: >>"$log"
+	skip=$(wc -l <"$log")
+	"$@" >>"$log" 2>&1 &
+	last_pid=$!
+	started "$name" "$last_pid"
+	local deadline=$((SECONDS + 20))
+	until has_ready "$log" "$skip"; do
+		if ! running "$last_pid"; then
+			failed_log=$log
+			die "$name exited before it was ready; see $workdir/$log"
+		fi
+		if ((SECONDS >= deadline)); then
+			failed_log=$log
+			die "timed out after 20s waiting for $name to be ready; see $workdir/$log"
+		fi
+		nap 0.05
+	done
+	last_addr=$(ready_addr "$log" "$skip")
+}
+
+declare -A slave_pid=()
+
+start_slave() {
+	start_daemon "slaved $1" "logs/slaved-$1.log" slaved --config "slave-$1.toml"
+	slave_pid[$1]=$last_pid
+	say "slaved $1 (pid $last_pid) joined the master at $last_addr"
+}
+
+# field NAME: the value of "NAME": ... on each line of stdin, in order.
+field() { sed -n "s/.*\"$1\": *\"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}$/\1/p"; }
+
+# event_field NAME LINE: a field of one event of rpc-query watch --json.
+event_field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p" <<<"$2"; }
+
+# ============================================================== the demo
+
+summary=()
+
+say "muster lab demo: a registry, a master and three slaves on 127.0.0.1"
+say "working in $workdir"
+if [[ $keep == 0 ]]; then
+	note "(it is removed at the end; --keep leaves the cluster running there)"
+fi
+
+heading "setup: a CA for cluster lab and a certificate for every node"
+certgen_cmd() {
+	cmdline "$(quote certgen "$@")"
+	certgen "$@" >>logs/certgen.log 2>&1 || {
+		failed_log=logs/certgen.log
+		die "certgen $* failed; see $workdir/logs/certgen.log"
+	}
+}
+certgen_cmd ca --dir certs --cluster lab
+certgen_cmd issue --dir certs --role registry --name reg1 --host 127.0.0.1
+certgen_cmd issue --dir certs --role master --name m1 --host 127.0.0.1
+for n in node-1 node-2 node-3; do
+	certgen_cmd issue --dir certs --role slave --name "$n"
+done
+certgen_cmd issue --dir certs --role admin --name ops
+note "Each certificate names one identity, spiffe://lab/ROLE/NAME, signed by"
+note "certs/ca.pem. What certgen wrote is in logs/certgen.log."
+
+heading "a. the registry, then a master; each slave finds it there"
+config registry.toml registry.toml 'listen="127.0.0.1:0"' 'socket="run/registry.sock"' \
+	'state_dir="state/registry"'
+note "Configs are conf/examples/*.toml with the listen, socket, registry,"
+note "node, cert and key lines rewritten; port 0 lets the kernel pick."
+start_daemon registryd logs/registryd.log registryd --config registry.toml
+reg_pid=$last_pid
+reg_addr=$last_addr
+say "registryd (pid $reg_pid) ready at $reg_addr and on run/registry.sock"
+
+config master.toml master.toml 'listen="127.0.0.1:0"' "registry=\"$reg_addr\"" \
+	'state_dir="state/master"'
+start_daemon masterd logs/masterd.log masterd --config master.toml
+master_pid=$last_pid
+master_addr=$last_addr
+wait_for "masterd to register ClusterService/lab" 20 logs/masterd.log \
+	grep -q 'registered ClusterService/lab' logs/masterd.log
+say "masterd (pid $master_pid) ready at $master_addr, registered as"
+say "ClusterService/lab"
+
+for n in node-1 node-2 node-3; do
+	config slave.toml "slave-$n.toml" "node=\"$n\"" "registry=\"$reg_addr\"" \
+		"socket=\"run/slaved-$n.sock\"" "cert=\"certs/slave-$n.pem\"" \
+		"key=\"certs/slave-$n-key.pem\""
+done
+note "A slave's config names only the registry; it looks up the master by"
+note "name, as an RPC client asks rpcbind (the portmapper) for a program."
+for n in node-1 node-2 node-3; do
+	start_slave "$n"
+done
+
+export MUSTER_REGISTRY_SOCKET=run/registry.sock MUSTER_CA=certs/ca.pem
+export MUSTER_CERT=certs/admin-ops.pem MUSTER_KEY=certs/admin-ops-key.pem
+say ""
+note "rpc-query reads the registry over its local socket, and talks to the"
+note "master with the admin certificate:"
+cmdline "export MUSTER_REGISTRY_SOCKET=run/registry.sock MUSTER_CA=certs/ca.pem"
+cmdline "export MUSTER_CERT=certs/admin-ops.pem MUSTER_KEY=certs/admin-ops-key.pem"
+show rpc-query services
+[[ $rc == 0 ]] || die "rpc-query services failed"
+grep -q '^ClusterService  *lab  *[0-9]  *127\.0\.0\.1:' <<<"$out" ||
+	die "rpc-query services does not list ClusterService/lab"
+summary+=("a. ClusterService/lab in the registry; 3 slaves found the master there")
+
+heading "b, c. slaves send heartbeats and reports; the master keeps the roll"
+note "Each slave sends a heartbeat every second and a resource report every"
+note "5s. The master only listens: it never polls, so its work grows with"
+note "what the slaves send, and a slow or dead slave cannot hold it up."
+
+# all_reported: three members, all alive, each with a report.
+all_reported() {
+	rpcq members --json || return 1
+	[[ $(grep -c '"status": "alive"' <<<"$qout") == 3 && $(grep -c '"sampled_at"' <<<"$qout") == 3 ]]
+}
+wait_for "every slave's first report" 20 logs/masterd.log all_reported
+rpcq members --json
+first_samples=$(field sampled_at <<<"$qout")
+# second_reports: every slave has reported again since first_samples.
+second_reports() {
+	local now
+	rpcq members --json || return 1
+	now=$(field sampled_at <<<"$qout")
+	[[ $(wc -l <<<"$now") == 3 ]] || return 1
+	! grep -qxF -f <(printf '%s\n' "$first_samples") <<<"$now"
+}
+note "Waiting for every slave's second report: CPU% is measured between two"
+note "samples, and the first, sent as the slave joins, covers a few ms."
+wait_for "every slave's second report" 20 logs/masterd.log second_reports
+show rpc-query members
+[[ $rc == 0 ]] || die "rpc-query members failed"
+grep -q '^3 members: 3 alive$' <<<"$out" || die "rpc-query members does not say 3 alive"
+summary+=("b. 3 members: 3 alive, each heartbeating, each with a resource report")
+
+heading "c. the master detects a crash and tells the others"
+cmdline "rpc-query watch --json >watch.jsonl &"
+rpc-query watch --json >watch.jsonl 2>logs/watch.log &
+watch_pid=$!
+started "rpc-query watch" "$watch_pid"
+wait_for "rpc-query watch to start" 10 logs/watch.log grep -q '"type":"snapshot"' watch.jsonl
+note "(the master's events, kept to time them; started before the kill)"
+
+rpcq members node-2 --json
+old_inc=$(field incarnation <<<"$qout")
+victim=${slave_pid[node-2]}
+kill_ns=$(now_ns)
+# Reaped at once, so that bash does not report "Killed" on stderr.
+{ kill -KILL "$victim" && wait "$victim"; } 2>/dev/null || true
+cmdline "kill -9 $victim      # slaved node-2"
+
+wait_for "the master to declare node-2 dead" 45 logs/masterd.log \
+	grep -q '"kind":"dead","node":"node-2"' watch.jsonl
+view_dead() {
+	rpcq view --status dead --slave-socket run/slaved-node-1.sock && grep -q '^node-2 ' <<<"$qout"
+}
+wait_for "node-1's view to show node-2 dead" 15 logs/slaved-node-1.log view_dead
+view_ns=$(now_ns)
+
+# event_ms LINE: the event's timestamp, in ms after the kill.
+event_ms() {
+	local at ns
+	at=$(event_field at "$1")
+	ns=$(date -d "$at" +%s%N)
+	printf '%s' $(((ns - kill_ns) / 1000000))
+}
+say "the master's events since the kill (from watch.jsonl):"
+while IFS= read -r ev; do
+	[[ $ev == *'"type":"event"'* && $ev == *'"node":"node-2"'* ]] || continue
+	printf '  %-9s v%-3s node-2  %-8s %s\n' "+$(event_ms "$ev") ms" "$(event_field version "$ev")" \
+		"$(event_field kind "$ev")" "$(event_field reason "$ev")" | fit
+done <watch.jsonl
+dead_ev=$(grep '"kind":"dead","node":"node-2"' watch.jsonl | head -n 1)
+dead_ms=$(event_ms "$dead_ev")
+good "node-2 declared dead ${dead_ms} ms after kill -9"
+note "(measured from this script's clock just before the kill to the"
+note "timestamp on the master's dead event; same host, same clock)"
+stalls=$(grep -o 'the master itself stalled for [0-9.]*[mµn]*s' logs/masterd.log || true)
+if ((dead_ms > 1500)) && [[ -n $stalls ]]; then
+	note "Late: the master logged $(wc -l <<<"$stalls") stalls of its own detector loop (a busy"
+	note "machine), and after each it holds every verdict for max_dead (5s),"
+	note "whatever the event's reason says. The last, from logs/masterd.log:"
+	note "$(tail -n 3 <<<"$stalls" | sed 's/^/  /')"
+fi
+say "node-1's view showed it $(((view_ns - kill_ns) / 1000000)) ms after the kill (polled every 50ms):"
+show rpc-query view --slave-socket run/slaved-node-1.sock
+grep -q '^node-2  *127\.0\.0\.1:[0-9]*  *dead ' <<<"$out" || die "node-1's view does not show node-2 dead"
+note "A slave learns who is in the group and their status, not the others'"
+note "heartbeats and figures: only its own row has them."
+summary+=("c. node-2 declared dead $dead_ms ms after kill -9 (master's event time)")
+summary+=("c. node-1's view: node-2 dead")
+
+heading "f. the crashed slave restarts and rejoins with a new incarnation"
+start_slave node-2
+# rejoined: the master has node-2 alive with another incarnation.
+rejoined() {
+	rpcq members node-2 --json || return 1
+	grep -q '"status": "alive"' <<<"$qout" && [[ $(field incarnation <<<"$qout") != "$old_inc" ]]
+}
+wait_for "the master to see node-2 rejoin" 15 logs/masterd.log rejoined
+show rpc-query members
+note "(node-2's figures are from its first report, sent as it joined)"
+rpcq members node-2 --json
+new_inc=$(field incarnation <<<"$qout")
+say "node-2's incarnation (rpc-query members node-2 shows it in full):"
+say "  before the crash: $old_inc"
+say "  after the rejoin: $new_inc"
+if [[ ${#new_inc} -gt ${#old_inc} || (${#new_inc} -eq ${#old_inc} && $new_inc > $old_inc) ]]; then
+	good "Higher: it is the slave's start time in ns. The master knows a new"
+	good "process replaced the old one, and refuses what the old one may send."
+else
+	die "node-2 rejoined with incarnation $new_inc, not higher than $old_inc"
+fi
+wait_for "the master's rejoined event for node-2" 5 logs/masterd.log \
+	grep -q '"kind":"rejoined","node":"node-2"' watch.jsonl
+rejoin_ev=$(grep '"kind":"rejoined","node":"node-2"' watch.jsonl | head -n 1)
+say "the master's event: v$(event_field version "$rejoin_ev") node-2 rejoined"
+say "  ($(event_field reason "$rejoin_ev"))"
+summary+=("f. node-2 rejoined: incarnation $old_inc -> $new_inc")
+
+heading "e. mutual TLS: a slave cannot pass itself off as another node"
+note "rpc-query heartbeat sends one Heartbeat as a node with the certificate"
+note "given: here node-1's certificate, claiming to be node-2."
+show rpc-query heartbeat node-2 --cert certs/slave-node-1.pem --key certs/slave-node-1-key.pem
+[[ $rc == 1 && $out == *"heartbeat for node-2 refused: permission denied"* ]] ||
+	die "the master did not refuse node-1's certificate speaking as node-2"
+wait_for "the master to log the impersonation attempt" 5 logs/masterd.log \
+	grep -q 'impersonation attempt: spiffe://lab/slave/node-1 sent Heartbeat as node-2' logs/masterd.log
+show grep 'impersonation attempt' logs/masterd.log
+summary+=("e. node-1's certificate as node-2: refused (permission denied)")
+summary+=("e. the master logged: impersonation attempt")
+
+heading "e. mutual TLS: a certificate signed by another CA is refused"
+note "An impostor makes its own CA and an admin certificate with the same"
+note "name, spiffe://lab/admin/ops. certs/ca.pem is public, so it can trust"
+note "our master; rpc-query wants its certificate signed by a CA in --ca,"
+note "so the impostor's bundle holds both CAs:"
+certgen_cmd ca --dir foreign --cluster lab
+certgen_cmd issue --dir foreign --role admin --name ops
+cmdline "cat certs/ca.pem foreign/ca.pem >foreign/bundle.pem"
+cat certs/ca.pem foreign/ca.pem >foreign/bundle.pem
+show rpc-query members --ca foreign/bundle.pem --cert foreign/admin-ops.pem \
+	--key foreign/admin-ops-key.pem
+[[ $rc == 1 ]] || die "a certificate from another CA was not refused"
+if [[ $out != *"tls:"* ]]; then
+	note "(In TLS 1.3 the client finishes its handshake first and hears of the"
+	note "refusal only as the master hangs up: hence no TLS reason above.)"
+fi
+wait_for "the master to log the refused connection" 5 logs/masterd.log \
+	grep -q 'refused connection' logs/masterd.log
+show grep 'refused connection' logs/masterd.log
+summary+=("e. a certificate from another CA: refused")
+
+heading "d. a graceful leave is not a crash"
+leaver=${slave_pid[node-3]}
+cmdline "kill -TERM $leaver      # slaved node-3"
+stop 0 "$leaver"
+left() { rpcq members --status left && grep -q '^node-3 ' <<<"$qout"; }
+wait_for "the master to mark node-3 left" 10 logs/masterd.log left
+show rpc-query members
+grep -q '^node-3  *127\.0\.0\.1:[0-9]*  *left ' <<<"$out" || die "rpc-query members does not show node-3 left"
+if grep -q 'node-3 is now dead' logs/masterd.log; then
+	die "node-3 left gracefully but the master declared it dead; see $workdir/logs/masterd.log"
+fi
+left_ev=$(grep '"kind":"left","node":"node-3"' watch.jsonl | head -n 1 || true)
+if [[ -n $left_ev ]]; then
+	say "the master's event: v$(event_field version "$left_ev") node-3 left ($(event_field reason "$left_ev"))"
+fi
+note "A slave stopped with SIGTERM calls Leave first, so the others learn it"
+note "went on purpose; a crash (kill -9) only shows as a closed connection."
+summary+=("d. node-3 left (not dead)")
+
+# ------------------------------------------------------------------ end
+
+stop 1 "$watch_pid"
+if [[ $keep == 1 ]]; then
+	heading "the cluster is left running (--keep)"
+	start_slave node-3
+	say "node-3 is started again, so all three slaves are up."
+	say ""
+	say "To explore it from another shell:"
+	say "  d=$workdir"
+	say "  export PATH=$bin:\$PATH"
+	say "  export MUSTER_REGISTRY_SOCKET=\$d/run/registry.sock"
+	say "  export MUSTER_CA=\$d/certs/ca.pem"
+	say "  export MUSTER_CERT=\$d/certs/admin-ops.pem"
+	say "  export MUSTER_KEY=\$d/certs/admin-ops-key.pem"
+	say "  rpc-query services"
+	say "  rpc-query members"
+	say "  rpc-query top"
+	say "  rpc-query watch                 # until Ctrl-C"
+	say "  rpc-query view --slave-socket \$d/run/slaved-node-1.sock"
+	say "  kill -9 ${slave_pid[node-1]}    # crash node-1, as in step c"
+	say "  less \$d/logs/masterd.log    # every daemon logs to \$d/logs/"
+	say ""
+	say "Running:"
+	slaves=()
+	for i in "${!pids[@]}"; do
+		if running "${pids[i]}"; then
+			say "  pid ${pids[i]}: ${names[i]}"
+			[[ ${names[i]} == slaved* ]] && slaves+=("${pids[i]}")
+		fi
+	done
+	say "To stop them (the slaves first, so that they leave while the master is"
+	say "up) and remove the directory:"
+	say "  kill ${slaves[*]}; sleep 1; kill $master_pid $reg_pid"
+	say "  rm -rf $workdir"
+	finished=1
+	exit 0
+fi
+
+heading "stop: every process the demo started"
+slaves=()
+for i in "${!pids[@]}"; do
+	if [[ ${names[i]} == slaved* ]] && running "${pids[i]}"; then
+		slaves+=("${pids[i]}")
+	fi
+done
+note "The slaves first, so that they leave while the master is up; the"
+note "registry last, so that the master can unregister."
+cmdline "kill -TERM ${slaves[*]}"
+stop 0 "${slaves[@]}"
+cmdline "kill -TERM $master_pid"
+stop 0 "$master_pid"
+cmdline "kill -TERM $reg_pid"
+stop 0 "$reg_pid"
+for pid in "${pids[@]}"; do
+	if running "$pid"; then
+		die "$(name_of "$pid") (pid $pid) is still running"
+	fi
+done
+good "no process the demo started is left running"
+
+heading "summary"
+for line in "${summary[@]}"; do
+	say "$line"
+done
+if [[ $ci == 1 ]]; then
+	say "demo: pids ${pids[*]}"
+fi
+say "demo: all processes stopped"
+finished=1
