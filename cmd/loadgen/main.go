@@ -1,0 +1,122 @@
+// Command loadgen simulates thousands of slaves against a real masterd and
+// measures it: heartbeat latency, the master's CPU and memory, false deaths,
+// detection of killed and silenced slaves, and the fan-out of their deaths.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/muster-lab/muster/internal/daemon"
+	"github.com/muster-lab/muster/internal/loadgen"
+)
+
+const about = `Simulates N slaves against a running masterd. Each has its own certificate,
+issued in memory by the cluster's CA, and its own TLS connection carrying Join,
+Heartbeat, Report and Watch, as slaved does. After the cold join of all N it
+runs for --duration; --at into that it kills --kill of them (the connection
+closed, no Leave) and silences --silence (the connection open, heartbeats
+stopped), --spacing apart. An admin certificate (issued from the CA unless
+--admin-cert is given) watches the master's events.
+
+It prints heartbeat RPC latency, masterd's CPU and RSS (from /proc/PID, with
+--master-pid), false deaths (a live simulated slave declared suspect or dead),
+detection latency (strike -> the master's event), fan-out latency (the dead
+event -> every other simulated slave's Watch returned it) and the cold-join
+time; --json prints the same as JSON. Exit status 1 if there was a false
+death, a strike not detected or delivered, or the run could not finish.
+
+The detector needs 16 heartbeats of history for its fast regime (dead about
+1.5s after the last heartbeat; about 3.6s before): keep --at at 18s or more to
+measure that, or expect the slower figures.
+
+Benchmarks. Start registryd and masterd from conf/examples in a lab directory
+(certs/ from certgen; in master.toml set pprof = "127.0.0.1:6060" to profile
+it), then, from that directory:
+
+  N=100:
+    loadgen --registry 127.0.0.1:7111 --ca certs/ca.pem --ca-key certs/ca-key.pem \
+      --master-pid $(pidof masterd) -n 100 --duration 40s --at 20s --kill 5 --silence 5
+  N=1,000:
+    loadgen --registry 127.0.0.1:7111 --ca certs/ca.pem --ca-key certs/ca-key.pem \
+      --master-pid $(pidof masterd) -n 1000 --duration 60s --at 25s --kill 10 --silence 10
+  N=10,000 (ulimit -n 20000 for both loadgen and masterd):
+    loadgen --registry 127.0.0.1:7111 --ca certs/ca.pem --ca-key certs/ca-key.pem \
+      --master-pid $(pidof masterd) -n 10000 --join-timeout 10m --duration 90s --at 30s \
+      --kill 10 --silence 10
+
+Every run is bounded: --duration at most 15m, --join-timeout at most 15m.`
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	daemon.Usage(fs, "loadgen (--registry HOST:PORT | --master HOST:PORT) --ca FILE --ca-key FILE [-n N] [flags]", about)
+	c := loadgen.DefaultConfig()
+	fs.StringVar(&c.Registry, "registry", "", "registry `HOST:PORT`: ClusterService/<cluster> is looked up there, as slaved does")
+	fs.StringVar(&c.Master, "master", "", "the master's `HOST:PORT`, dialled directly instead")
+	fs.StringVar(&c.Cluster, "cluster", "", "the cluster's `name`; must be the CA's (default: the CA's)")
+	fs.StringVar(&c.CAFile, "ca", "", "the cluster CA's certificate `file` (ca.pem)")
+	fs.StringVar(&c.CAKeyFile, "ca-key", "", "the cluster CA's key `file` (ca-key.pem): it issues every simulated slave's certificate")
+	fs.StringVar(&c.AdminCert, "admin-cert", "", "the observer's admin certificate `file` (default: issue one from the CA)")
+	fs.StringVar(&c.AdminKeyFile, "admin-key", "", "the observer's admin key `file`")
+	fs.IntVar(&c.Slaves, "n", c.Slaves, "how many slaves to simulate, named PREFIX00001...")
+	fs.StringVar(&c.Prefix, "prefix", c.Prefix, "the simulated slaves' name `prefix`")
+	fs.DurationVar(&c.Duration, "duration", c.Duration, "how long the slaves run after the cold join (at most 15m)")
+	fs.DurationVar(&c.JoinPhase, "join-timeout", c.JoinPhase, "the cold join of all N must end within this (at most 15m)")
+	fs.IntVar(&c.JoinRate, "join-rate", c.JoinRate, "joins (TCP + TLS handshake + Join) in flight at once during the cold join")
+	fs.IntVar(&c.Watchers, "watchers", c.Watchers, "how many of the slaves keep a Watch pending; -1 is all")
+	fs.StringVar(&c.WatchStart, "watch-start", c.WatchStart, `when the watchers start: "join" (each right after its join, as slaved) or "ready" (all after the cold join)`)
+	fs.IntVar(&c.Kill, "kill", 0, "how many slaves to kill: connection closed, no Leave")
+	fs.IntVar(&c.Silence, "silence", 0, "how many slaves to silence: connection open, heartbeats stopped")
+	fs.DurationVar(&c.At, "at", c.At, "when, after the cold join, to strike the first victim")
+	fs.DurationVar(&c.Spacing, "spacing", c.Spacing, "time between two strikes")
+	fs.DurationVar(&c.CallTimeout, "call-timeout", c.CallTimeout, "deadline of each heartbeat and report, as slaved's call_timeout")
+	fs.IntVar(&c.MasterPID, "master-pid", 0, "masterd's `pid`, to read its CPU and RSS from /proc")
+	fs.BoolVar(&c.AllowRemote, "allow-remote", false, "allow a registry or master that is not on a loopback address")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	level := fs.String("log-level", "info", "progress log level on stderr: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "loadgen: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if err := c.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
+		return 2
+	}
+
+	log := daemon.NewLogger(*level)
+	ctx, stop := daemon.Context()
+	defer stop()
+	res, err := loadgen.Run(ctx, c, log)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(res)
+	} else {
+		err = res.WriteTable(os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
+		return 1
+	}
+	if len(res.Problems()) > 0 {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,71 @@
+package loadgen
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/muster-lab/muster/internal/pki"
+	"github.com/muster-lab/muster/rpcdef"
+)
+
+// observerConn follows the master's events with an admin certificate, for
+// detections and false deaths that no simulated slave's Watch saw (with
+// --watchers 0, say).
+type observerConn struct {
+	cl      *rpcdef.ClusterClient
+	version atomic.Uint64 // the latest event version seen
+	cancel  context.CancelFunc
+	done    sync.WaitGroup
+}
+
+func newObserverConn(ctx context.Context, r *run, admin *pki.Store) (*observerConn, error) {
+	cl := rpcdef.NewClusterClient("master "+r.addr, rpcdef.DialTLS(r.addr, admin.ClientConfig(pki.ExpectRole(pki.RoleMaster))))
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	m, err := cl.Members(cctx, "")
+	cancel()
+	if err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("read the roll from the master at %s: %w", r.addr, err)
+	}
+	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	o := &observerConn{cl: cl, cancel: stop}
+	o.version.Store(m.Version)
+	o.done.Go(func() { o.loop(wctx, r) })
+	return o, nil
+}
+
+func (o *observerConn) loop(ctx context.Context, r *run) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		after := o.version.Load()
+		cctx, cancel := context.WithTimeout(ctx, watchWait+r.cfg.CallTimeout+watchSlack)
+		rep, err := o.cl.Watch(cctx, after, watchWait)
+		recv := time.Now()
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			r.log.Warnf("observer's watch: %v", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		r.tr.observe(observer, &rep, recv)
+		o.version.Store(rep.Version)
+	}
+}
+
+// close stops the watch, which closes the connection.
+func (o *observerConn) close() {
+	o.cancel()
+	o.done.Wait()
+	o.cl.Close()
+}

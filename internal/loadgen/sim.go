@@ -1,0 +1,385 @@
+package loadgen
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/rpc"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/muster-lab/muster/rpcdef"
+)
+
+const (
+	// joinCallTimeout bounds one Join: under a cold join of thousands the
+	// master's reply (the whole roll) is large and slow to come.
+	joinCallTimeout = 15 * time.Second
+	// watchWait is how long one Watch waits at the master, as slaved's.
+	watchWait = 20 * time.Second
+	// watchSlack is added to a Watch's deadline beyond watchWait and the
+	// call timeout, so the master answers before the caller gives up.
+	watchSlack = 2 * time.Second
+	// minWatchGap: a Watch answered sooner than this with nothing new
+	// makes the next one wait, as slaved does.
+	minWatchGap = 100 * time.Millisecond
+	// warmBeats is over how many heartbeats a simulated slave moves from
+	// the phase its join gave it to its own random phase. Each step is at
+	// most interval/(2·warmBeats), so the gaps the master's detector
+	// learns from stay within its 100ms spread floor.
+	warmBeats = 16
+)
+
+// A simulated slave's states.
+const (
+	simRunning int32 = iota
+	simSilenced
+	simKilled
+	simStopping
+)
+
+var errKilled = errors.New("simulated slave was killed")
+
+// sim is one simulated slave: its own certificate, its own TLS connection
+// (one rpcdef.ClusterClient carries Join, Heartbeat, Report, Watch and
+// Leave, as in slaved), one goroutine for heartbeats and reports, and one
+// for its Watch.
+type sim struct {
+	r       *run
+	idx     int
+	name    string
+	inc     uint64
+	tls     *tls.Config
+	cl      *rpcdef.ClusterClient
+	watcher bool
+	phase   float64 // where in the interval its heartbeats go, from r.epoch: 0 to 1
+
+	mu     sync.Mutex
+	raw    net.Conn // the TCP connection under cl, to kill it without a TLS goodbye
+	dials  int
+	killed bool
+
+	state    atomic.Int32
+	halt     chan struct{} // closed when its heartbeats stop: silenced, killed or the end
+	haltOnce sync.Once
+	loops    sync.WaitGroup
+
+	joinedAt time.Time
+	every    time.Duration // heartbeat interval, from JoinReply
+	report   time.Duration // report interval, from JoinReply
+	version  uint64        // the event version of its join
+	joined   atomic.Bool
+	seq      uint64       // the heartbeat loop's alone
+	lastBeat atomic.Int64 // when its latest answered heartbeat was sent, unix ns
+}
+
+func newSim(r *run, idx int, tlsConf *tls.Config) *sim {
+	s := &sim{
+		r: r, idx: idx, name: r.cfg.name(idx), inc: r.incarnation + uint64(idx), tls: tlsConf,
+		watcher: r.cfg.watcher(idx), phase: rand.Float64(), halt: make(chan struct{}),
+	}
+	s.cl = rpcdef.NewClusterClient("master "+r.addr, s.dial)
+	return s
+}
+
+// dial is the client's Dialer: TLS to the master, keeping the TCP
+// connection so that kill can close it as the kernel of a killed process
+// would. A killed slave never dials again.
+func (s *sim) dial(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", s.r.addr)
+	if err != nil {
+		return nil, err
+	}
+	c := tls.Client(raw, s.tls)
+	if err := c.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("TLS handshake with %s: %w", s.r.addr, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.killed {
+		raw.Close()
+		return nil, errKilled
+	}
+	if s.dials++; s.dials > 1 {
+		s.r.stats.reconnects.Add(1)
+	}
+	s.raw = raw
+	return c, nil
+}
+
+// join sends Join and notes the intervals the master sets.
+func (s *sim) join(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, joinCallTimeout)
+	defer cancel()
+	r, err := s.cl.Join(cctx, rpcdef.JoinArgs{Node: s.name, Incarnation: s.inc, Protocol: rpcdef.ProtocolVersion})
+	if err != nil {
+		return err
+	}
+	s.joinedAt = time.Now()
+	s.version = r.Version
+	s.every, s.report = r.HeartbeatInterval, r.ReportInterval
+	if s.every <= 0 {
+		s.every = time.Second
+	}
+	if s.report <= 0 {
+		s.report = 5 * time.Second
+	}
+	s.joined.Store(true)
+	return nil
+}
+
+// start runs the heartbeat loop, and the watch loop if watch says so.
+func (s *sim) start(watch bool, after uint64) {
+	s.loops.Add(1)
+	go s.beatLoop()
+	if watch {
+		s.startWatch(after)
+	}
+}
+
+func (s *sim) startWatch(after uint64) {
+	s.loops.Add(1)
+	go s.watchLoop(after)
+}
+
+// phaseShift is how far to move the heartbeat at first (due at first) to
+// put it at target modulo every: in (-every/2, every/2].
+func phaseShift(first, target time.Time, every time.Duration) time.Duration {
+	d := target.Sub(first) % every
+	if d < 0 {
+		d += every
+	}
+	if d > every/2 {
+		d -= every
+	}
+	return d
+}
+
+// beatLoop heartbeats every interval (the first one interval after the
+// join, as slaved does) and reports every report interval, half an
+// interval away from the heartbeats, until the slave is halted.
+func (s *sim) beatLoop() {
+	defer s.loops.Done()
+	every := s.every
+	next := s.joinedAt.Add(every)
+	shift := phaseShift(next, s.r.epoch.Add(time.Duration(s.phase*float64(every))), every)
+	step := shift / warmBeats
+	// Reports go half an interval away from where the heartbeats settle.
+	nextReport := next.Add(shift + every/2 + rand.N(max(s.report/every, 1))*every)
+	timer := time.NewTimer(time.Until(next))
+	defer timer.Stop()
+	for beats := 0; ; {
+		if nextReport.Before(next) {
+			timer.Reset(time.Until(nextReport))
+		} else {
+			timer.Reset(time.Until(next))
+		}
+		select {
+		case <-s.halt:
+			return
+		case <-timer.C:
+		}
+		if s.state.Load() != simRunning {
+			return
+		}
+		now := time.Now()
+		if !next.After(now) {
+			s.heartbeat()
+			beats++
+			next = next.Add(every)
+			if beats <= warmBeats {
+				next = next.Add(step)
+			}
+			if now := time.Now(); now.Sub(next) > every {
+				// Fell a whole interval behind: skip the missed beats
+				// rather than send them in a burst, as a ticker does.
+				s.r.stats.beatsSkipped.Add(1)
+				next = now.Add(every)
+			}
+			continue
+		}
+		s.sendReport()
+		nextReport = nextReport.Add(s.report)
+		if now := time.Now(); now.After(nextReport) {
+			nextReport = now.Add(s.report)
+		}
+	}
+}
+
+// heartbeat sends one heartbeat. One that fails on a broken connection is
+// sent again at once on a new one, as slaved does.
+func (s *sim) heartbeat() {
+	s.seq++
+	args := rpcdef.HeartbeatArgs{Node: s.name, Incarnation: s.inc, Seq: s.seq}
+	st := &s.r.stats
+	for attempt := 0; attempt < 2; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), s.r.cfg.CallTimeout)
+		t0 := time.Now()
+		_, err := s.cl.Heartbeat(ctx, args)
+		lat := time.Since(t0)
+		cancel()
+		if err == nil {
+			s.lastBeat.Store(t0.UnixNano())
+			if s.r.measuring.Load() {
+				s.r.beats.Record(lat)
+				st.beats.Add(1)
+			}
+			return
+		}
+		if s.state.Load() != simRunning {
+			return // killed or stopped under the call: not the master's failure
+		}
+		st.beatsFailed.Add(1)
+		switch {
+		case mustRejoin(err):
+			// The master no longer counts this slave (a false death):
+			// join again, as slaved does.
+			st.rejoins.Add(1)
+			s.r.log.WithField("peer", s.name).Warnf("heartbeat refused: %v; joining again", err)
+			if err := s.rejoin(); err != nil {
+				s.r.log.WithField("peer", s.name).Warnf("join again: %v", err)
+			}
+			return
+		case errors.Is(err, context.DeadlineExceeded):
+			// The deadline closed the connection; the next call redials.
+			st.beatsTimedOut.Add(1)
+			return
+		case !lostConnection(err):
+			s.r.log.WithField("peer", s.name).Warnf("heartbeat: %v", err)
+			return
+		}
+		st.beatsLost.Add(1)
+	}
+}
+
+func (s *sim) rejoin() error {
+	ctx, cancel := context.WithTimeout(context.Background(), joinCallTimeout)
+	defer cancel()
+	_, err := s.cl.Join(ctx, rpcdef.JoinArgs{Node: s.name, Incarnation: s.inc, Protocol: rpcdef.ProtocolVersion})
+	return err
+}
+
+// sendReport sends the fixed resource report.
+func (s *sim) sendReport() {
+	res := s.r.resources
+	res.SampledAt = time.Now()
+	res.Uptime = time.Since(s.r.epoch) + time.Hour
+	ctx, cancel := context.WithTimeout(context.Background(), s.r.cfg.CallTimeout)
+	defer cancel()
+	_, err := s.cl.Report(ctx, rpcdef.ReportArgs{Node: s.name, Incarnation: s.inc, Resources: res})
+	switch {
+	case err == nil:
+		s.r.stats.reports.Add(1)
+	case s.state.Load() == simRunning:
+		s.r.stats.reportsFailed.Add(1)
+	}
+}
+
+// watchLoop keeps a Watch pending at the master, as slaved does, and hands
+// every reply to the tracker, until the slave is halted.
+func (s *sim) watchLoop(after uint64) {
+	defer s.loops.Done()
+	backoff := 100 * time.Millisecond
+	for s.state.Load() == simRunning {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), watchWait+s.r.cfg.CallTimeout+watchSlack)
+		r, err := s.cl.Watch(ctx, after, watchWait)
+		recv := time.Now()
+		cancel()
+		if s.state.Load() != simRunning {
+			return // a frozen or dead process reads nothing more
+		}
+		if err != nil {
+			s.r.stats.watchesFailed.Add(1)
+			if !s.sleep(backoff + rand.N(backoff/2)) {
+				return
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		s.r.stats.watches.Add(1)
+		s.r.tr.observe(s.idx, &r, recv)
+		if r.Version == after && !r.Reset && time.Since(start) < minWatchGap && !s.sleep(minWatchGap) {
+			return
+		}
+		after = r.Version
+	}
+}
+
+// sleep waits d unless the slave is halted first.
+func (s *sim) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-s.halt:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (s *sim) stopBeats(state int32) bool {
+	if !s.state.CompareAndSwap(simRunning, state) {
+		return false
+	}
+	s.haltOnce.Do(func() { close(s.halt) })
+	return true
+}
+
+// kill closes the TCP connection at once, as the kernel does for a killed
+// process: no Leave, no TLS close_notify.
+func (s *sim) kill() {
+	s.stopBeats(simKilled)
+	s.mu.Lock()
+	s.killed = true
+	raw := s.raw
+	s.mu.Unlock()
+	if raw != nil {
+		raw.Close()
+	}
+}
+
+// silence stops heartbeats and reports and leaves the connection open, as
+// a stopped process (SIGSTOP) or a hung one does.
+func (s *sim) silence() { s.stopBeats(simSilenced) }
+
+// leave stops a running slave's heartbeats and leaves the cluster.
+func (s *sim) leave() {
+	if !s.stopBeats(simStopping) || !s.joined.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.r.cfg.CallTimeout)
+	defer cancel()
+	if err := s.cl.Leave(ctx, rpcdef.LeaveArgs{Node: s.name, Incarnation: s.inc, Reason: "loadgen finished"}); err != nil {
+		s.r.stats.leavesFailed.Add(1)
+	}
+}
+
+// close ends the slave: its connection, then its loops.
+func (s *sim) close() {
+	s.stopBeats(simStopping)
+	s.mu.Lock()
+	s.killed = true // no more dials
+	s.mu.Unlock()
+	s.cl.Close()
+}
+
+// mustRejoin says the master no longer counts this incarnation as joined.
+func mustRejoin(err error) bool {
+	return errors.Is(err, rpcdef.ErrStaleIncarnation) || errors.Is(err, rpcdef.ErrNotJoined)
+}
+
+// lostConnection says a call got no answer: the connection broke or could
+// not be made. An answer, even a refusal, is not that.
+func lostConnection(err error) bool {
+	var coded *rpcdef.Error
+	var server rpc.ServerError
+	return err != nil && !errors.As(err, &coded) && !errors.As(err, &server)
+}
