@@ -161,6 +161,20 @@ type EvictArgs struct {
 	Reason string
 }
 
+// How a watcher long-polls: each Watch waits up to WatchWait at the master,
+// and its caller gives it WatchTimeout(callTimeout) before giving up, so
+// that the master's answer always comes first.
+const (
+	WatchWait  = 20 * time.Second
+	watchSlack = 2 * time.Second
+)
+
+// WatchTimeout is the deadline for one Watch of WatchWait by a caller whose
+// other calls have callTimeout.
+func WatchTimeout(callTimeout time.Duration) time.Duration {
+	return WatchWait + callTimeout + watchSlack
+}
+
 // ClusterClient is the typed client of the master's ClusterService.
 type ClusterClient struct {
 	*Conn

@@ -29,11 +29,6 @@ import (
 )
 
 const (
-	// watchWait is how long one Watch call waits at the master for events.
-	watchWait = 20 * time.Second
-	// watchSlack is added to a Watch call's deadline beyond watchWait and
-	// the call timeout, so that the master answers before the slave gives up.
-	watchSlack = 2 * time.Second
 	// minWatchGap: a Watch answered sooner than this with nothing new makes
 	// the next one wait, so a master that does not block is not spun on.
 	minWatchGap = 100 * time.Millisecond
@@ -481,8 +476,8 @@ func (s *Slave) watchLoop(ctx context.Context, cl *rpcdef.ClusterClient, kick ch
 	for {
 		after := s.view.Version()
 		start := time.Now()
-		cctx, cancel := context.WithTimeout(ctx, watchWait+s.cfg.CallTimeout.D()+watchSlack)
-		r, err := cl.Watch(cctx, after, watchWait)
+		cctx, cancel := context.WithTimeout(ctx, rpcdef.WatchTimeout(s.cfg.CallTimeout.D()))
+		r, err := cl.Watch(cctx, after, rpcdef.WatchWait)
 		cancel()
 		if ctx.Err() != nil {
 			return

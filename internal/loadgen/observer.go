@@ -41,8 +41,8 @@ func (o *observerConn) loop(ctx context.Context, r *run) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		after := o.version.Load()
-		cctx, cancel := context.WithTimeout(ctx, watchWait+r.cfg.CallTimeout+watchSlack)
-		rep, err := o.cl.Watch(cctx, after, watchWait)
+		cctx, cancel := context.WithTimeout(ctx, rpcdef.WatchTimeout(r.cfg.CallTimeout))
+		rep, err := o.cl.Watch(cctx, after, rpcdef.WatchWait)
 		recv := time.Now()
 		cancel()
 		if ctx.Err() != nil {

@@ -19,11 +19,6 @@ const (
 	// joinCallTimeout bounds one Join: under a cold join of thousands the
 	// master's reply (the whole roll) is large and slow to come.
 	joinCallTimeout = 15 * time.Second
-	// watchWait is how long one Watch waits at the master, as slaved's.
-	watchWait = 20 * time.Second
-	// watchSlack is added to a Watch's deadline beyond watchWait and the
-	// call timeout, so the master answers before the caller gives up.
-	watchSlack = 2 * time.Second
 	// minWatchGap: a Watch answered sooner than this with nothing new
 	// makes the next one wait, as slaved does.
 	minWatchGap = 100 * time.Millisecond
@@ -288,8 +283,8 @@ func (s *sim) watchLoop(after uint64) {
 	backoff := 100 * time.Millisecond
 	for s.state.Load() == simRunning {
 		start := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), watchWait+s.r.cfg.CallTimeout+watchSlack)
-		r, err := s.cl.Watch(ctx, after, watchWait)
+		ctx, cancel := context.WithTimeout(context.Background(), rpcdef.WatchTimeout(s.r.cfg.CallTimeout))
+		r, err := s.cl.Watch(ctx, after, rpcdef.WatchWait)
 		recv := time.Now()
 		cancel()
 		if s.state.Load() != simRunning {
