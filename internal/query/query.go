@@ -93,9 +93,21 @@ func env(name, def string) string {
 // Main runs rpc-query with args (without the program name) and returns its
 // exit status. SIGINT and SIGTERM end a command: watch then exits 0.
 func Main(args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return newQuery(stdout, stderr).main(ctx, args)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	q := newQuery(stdout, stderr)
+	q.stopSignals = func() { signal.Stop(sigs) } // the default action again; ctx lives on
+	return q.main(ctx, args)
 }
 
 // main parses args and runs the command; ctx ends when the user interrupts.
@@ -132,6 +144,11 @@ func (q *query) main(ctx context.Context, args []string) int {
 		return exitUsage
 	}
 	cmd, rest := pos[0], pos[1:]
+	if cmd != "watch" && q.stopSignals != nil {
+		// Only watch ends cleanly on Ctrl-C; any other command dies of it,
+		// as a shell loop running rpc-query expects.
+		q.stopSignals()
+	}
 	q.cmd = cmd
 	if cmd == "help" {
 		fs.SetOutput(q.out)
@@ -282,13 +299,14 @@ func (c check) then(f func() error) error {
 }
 
 type query struct {
-	o      options
-	out    io.Writer
-	errOut io.Writer
-	cmd    string
-	want   map[rpcdef.Status]bool // --status; nil means every member
-	reg    *rpcdef.RegistryClient
-	st     *pki.Store
+	stopSignals func() // gives SIGINT and SIGTERM back their default action
+	o           options
+	out         io.Writer
+	errOut      io.Writer
+	cmd         string
+	want        map[rpcdef.Status]bool // --status; nil means every member
+	reg         *rpcdef.RegistryClient
+	st          *pki.Store
 
 	// What tests replace.
 	now        func() time.Time
@@ -383,7 +401,8 @@ func (q *query) services(ctx context.Context) error {
 	tw := tabwriter.NewWriter(q.out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tINSTANCE\tVERSION\tADDRESS\tOWNER\tTTL\tSTATE")
 	for _, e := range entries {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", e.Name, e.Instance, e.Version, e.Addr, e.Owner, seconds(e.Remaining), e.State)
+		// The owner without its scheme: the table fits 80 columns (--json has it whole).
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", e.Name, e.Instance, e.Version, e.Addr, strings.TrimPrefix(e.Owner, "spiffe://"), seconds(e.Remaining), e.State)
 	}
 	return tw.Flush()
 }
