@@ -85,7 +85,7 @@ func TestDemo(t *testing.T) {
 	find("ClusterService row in rpc-query services", `(?m)^ClusterService +lab +1 +127\.0\.0\.1:\d+ +lab/master/m1 +\d+\.\ds +live$`)
 	find("three alive members", `(?m)^3 members: 3 alive$`)
 	for _, n := range []string{"node-1", "node-2", "node-3"} {
-		find(n+" alive with resource figures", `(?m)^`+n+` +127\.0\.0\.1:\d+ +alive +…\d+ +\d+\.\ds ago +\d+\.\d +\d+\.\d +\d+\.\d\d +\S+$`)
+		find(n+" alive with resource figures", `(?m)^`+n+` +127\.0\.0\.1:\d+ +alive +…\d+ +\d+\.\ds +\d+\.\d +\d+\.\d +\d+\.\d\d +\S+ +\S+$`)
 	}
 
 	find("the master's dead event for node-2", `(?m)^  \+\d+ ms +v\d+ +node-2 +dead +connection closed`)

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/muster-lab/muster/internal/pki"
 	"github.com/muster-lab/muster/rpcdef"
@@ -43,7 +44,7 @@ func TestRPCQueryClusterCommands(t *testing.T) {
 		t.Fatalf("rpc-query members:\n%s", out)
 	}
 	for _, l := range lines {
-		if len(l) > 80 {
+		if utf8.RuneCountInString(l) > 80 {
 			t.Fatalf("members line is %d columns, more than a terminal's 80: %q", len(l), l)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/muster-lab/muster/internal/pki"
 	"github.com/muster-lab/muster/rpcdef"
@@ -124,7 +125,7 @@ func TestRegistryMasterRegistersAndRPCQueryShowsIt(t *testing.T) {
 		t.Fatalf("rpc-query services printed:\n%s", out)
 	}
 	for _, l := range lines {
-		if len(l) > 80 {
+		if utf8.RuneCountInString(l) > 80 {
 			t.Fatalf("services line is %d columns, more than a terminal's 80: %q", len(l), l)
 		}
 	}

@@ -78,13 +78,14 @@ func byName(ms []rpcdef.Member) []rpcdef.Member {
 // membersTable prints ms (sorted by the caller) and the summary line. total
 // is the size of the roll before any --status filter.
 //
-// The columns are sized for an 80-column terminal: the header says
-// HEARTBEAT rather than LAST-HEARTBEAT, and an incarnation longer than its
-// header shows only its last digits (members NAME shows all of them).
+// The columns are sized for an 80-column terminal: LAST-HB is the time since
+// the last heartbeat, INCARN the last digits of the incarnation (members
+// NAME and --json show it whole), and CERT how long the node's certificate
+// has left.
 func (p printer) membersTable(w io.Writer, ms []rpcdef.Member, total int) error {
 	if len(ms) > 0 {
 		tw := newTable(w)
-		fmt.Fprintln(tw, "NAME\tADDRESS\tSTATUS\tINCARNATION\tHEARTBEAT\tCPU%\tMEM%\tLOAD\tAGE")
+		fmt.Fprintln(tw, "NAME\tADDRESS\tSTATUS\tINCARN\tLAST-HB\tCPU%\tMEM%\tLOAD\tAGE\tCERT")
 		for _, m := range ms {
 			cpu, mem, load := "-", "-", "-"
 			if r := m.Resources; r != nil {
@@ -92,14 +93,14 @@ func (p printer) membersTable(w io.Writer, ms []rpcdef.Member, total int) error 
 			}
 			hb := "-"
 			if !m.LastHeartbeat.IsZero() {
-				hb = ago(p.now.Sub(m.LastHeartbeat))
+				hb = since(p.now.Sub(m.LastHeartbeat))
 			}
 			joined := "-"
 			if !m.JoinedAt.IsZero() {
 				joined = age(p.now.Sub(m.JoinedAt))
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-				m.Name, dash(m.Addr), dash(string(m.Status)), shortIncarnation(m.Incarnation), hb, cpu, mem, load, joined)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+				m.Name, dash(m.Addr), dash(string(m.Status)), shortIncarnation(m.Incarnation), hb, cpu, mem, load, joined, p.certLeft(m.CertNotAfter))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -109,18 +110,30 @@ func (p printer) membersTable(w io.Writer, ms []rpcdef.Member, total int) error 
 	return err
 }
 
-// incarnationWidth is the INCARNATION header's width: a longer incarnation
-// (a start time in nanoseconds is 19 digits) is cut to fit under it.
-const incarnationWidth = len("INCARNATION")
+// certLeft is how long a certificate has left: negative once it has
+// expired ("-1d": a day ago), "-" if unknown.
+func (p printer) certLeft(notAfter time.Time) string {
+	switch left := notAfter.Sub(p.now); {
+	case notAfter.IsZero():
+		return "-"
+	case left <= 0:
+		return "-" + age(-left)
+	default:
+		return age(left)
+	}
+}
 
-// shortIncarnation keeps the last digits of a long incarnation: they are
-// the ones that differ between two starts of a slave.
+// incarnationDigits is how many last digits of an incarnation the members
+// table shows: a start time in nanoseconds is 19 digits, and the last ones
+// are those that differ between two starts of a slave.
+const incarnationDigits = 6
+
 func shortIncarnation(n uint64) string {
 	s := strconv.FormatUint(n, 10)
-	if len(s) <= incarnationWidth {
+	if len(s) <= incarnationDigits+1 {
 		return s
 	}
-	return "…" + s[len(s)-incarnationWidth+1:]
+	return "…" + s[len(s)-incarnationDigits:]
 }
 
 // member prints everything known about one member as "key: value" lines.
@@ -359,6 +372,11 @@ func ago(d time.Duration) string {
 		return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s ago"
 	}
 	return age(d) + " ago"
+}
+
+// since is ago without the word, for the narrow LAST-HB column: "0.4s", "12s".
+func since(d time.Duration) string {
+	return strings.TrimSuffix(ago(d), " ago")
 }
 
 // age is a duration in its largest whole unit: 12s, 5m, 3h, 2d.
