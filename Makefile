@@ -6,7 +6,7 @@ BENCH_CALLS ?= 20000x
 BENCH_PROCS ?= 300x
 BENCH_TRIALS ?= 20x
 
-.PHONY: all build test vet bench demo demo-netns fuzz clean
+.PHONY: all build test vet bench demo demo-netns fuzz soak clean
 
 all: build
 
@@ -39,6 +39,10 @@ demo-netns: build
 # Every fuzz target for FUZZTIME each (default 20s); their seeds run in make test.
 fuzz:
 	./scripts/fuzz.sh
+
+# 1,000 simulated slaves for 10 minutes with every core burned: false deaths.
+soak: build
+	./scripts/soak.sh
 
 clean:
 	rm -rf $(BIN)
