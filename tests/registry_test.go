@@ -2,12 +2,13 @@ package tests
 
 import (
 	"context"
-	"crypto/rand"
+	crand "crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -45,7 +46,7 @@ func startRegistryTB(t testing.TB, l *lab, set map[string]string) *registryd {
 	}
 	socket := filepath.Join(l.dir, "run", "registry.sock")
 	keys := map[string]string{
-		"listen":    `"127.0.0.1:0"`,
+		"listen":    fmt.Sprintf("%q", restartablePort(t)),
 		"socket":    fmt.Sprintf("%q", socket),
 		"state_dir": fmt.Sprintf("%q", filepath.Join(l.dir, "state", "registry")),
 	}
@@ -60,6 +61,23 @@ func startRegistryTB(t testing.TB, l *lab, set map[string]string) *registryd {
 	return r
 }
 
+// restartablePort picks a free loopback port below the kernel's ephemeral
+// range (32768-60999 here). A registry that is killed and started again must
+// get its port back, and a port from the ephemeral range may be taken by any
+// new connection or :0 listener in between.
+func restartablePort(t testing.TB) string {
+	t.Helper()
+	for range 200 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		if ln, err := net.Listen("tcp", addr); err == nil {
+			ln.Close()
+			return addr
+		}
+	}
+	t.Fatal("no free port found below the ephemeral range")
+	return ""
+}
+
 // restart starts registryd again on the same address, socket and state.
 func (r *registryd) restart(t *testing.T) {
 	t.Helper()
@@ -67,9 +85,8 @@ func (r *registryd) restart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := strings.Replace(string(cfg), `listen = "127.0.0.1:0"`, fmt.Sprintf("listen = %q", r.addr), 1)
-	if err := os.WriteFile(r.config, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
+	if !strings.Contains(string(cfg), fmt.Sprintf("listen = %q", r.addr)) {
+		t.Fatalf("%s does not listen on %s", r.config, r.addr)
 	}
 	var addr string
 	waitFor(t, 10*time.Second, "registryd to rebind "+r.addr, func() (bool, string) {
@@ -322,7 +339,7 @@ func TestRegistryRefusesBadInput(t *testing.T) {
 			}
 			defer c.Close()
 			junk := make([]byte, 4096)
-			rand.Read(junk)
+			crand.Read(junk)
 			c.Write(junk)
 			expectClosed(t, c)
 			return c.LocalAddr().String()
