@@ -20,7 +20,9 @@ vet:
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
+# The browser test of the dashboard needs chromium: installed here if missing.
 test: vet
+	./scripts/install-chromium.sh
 	$(GO) test -race -count=1 ./...
 
 bench: build

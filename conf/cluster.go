@@ -62,10 +62,20 @@ type Master struct {
 	LogLevel         string   `toml:"log_level"`
 	// Pprof, if set, serves net/http/pprof on this loopback address.
 	Pprof string `toml:"pprof"`
+	// HTTPListen serves /metrics and the dashboard in plain HTTP on this
+	// loopback address; "" turns it off.
+	HTTPListen string `toml:"http_listen"`
+	// DashboardListen, if set, serves the same over mutual TLS to admin
+	// certificates only: the dashboard for other hosts.
+	DashboardListen string `toml:"dashboard_listen"`
 
 	TLS   TLS        `toml:"tls"`
 	Store *pki.Store `toml:"-"`
 }
+
+// DefaultMasterHTTP is where masterd serves /metrics and its dashboard
+// unless http_listen says otherwise.
+const DefaultMasterHTTP = "127.0.0.1:7113"
 
 // DefaultMaster is masterd's configuration before its file is read.
 func DefaultMaster() *Master {
@@ -87,6 +97,7 @@ func DefaultMaster() *Master {
 		HandshakeTimeout: Duration(5 * time.Second),
 		MaxConns:         20000,
 		LogLevel:         "info",
+		HTTPListen:       DefaultMasterHTTP,
 	}
 }
 
@@ -145,6 +156,13 @@ func (c *Master) Validate(file string) error {
 	ck.positive("max_conns", c.MaxConns, 1<<20)
 	ck.logLevel(c.LogLevel)
 	ck.pprof(c.Pprof)
+	ck.httpListen(c.HTTPListen, DefaultMasterHTTP, " (for other hosts, set dashboard_listen: mutual TLS, admin certificates)")
+	if c.DashboardListen != "" {
+		ck.hostPort("dashboard_listen", c.DashboardListen, false)
+		if c.DashboardListen == c.HTTPListen || c.DashboardListen == c.Listen || c.DashboardListen == c.Pprof {
+			ck.add("dashboard_listen", "%q is also the address of listen, http_listen or pprof: give it a port of its own", c.DashboardListen)
+		}
+	}
 	c.Store = c.TLS.load(ck, pki.RoleMaster, c.Cluster)
 	return ck.err()
 }

@@ -178,13 +178,30 @@ func (c *checker) logLevel(v string) {
 
 // pprof checks a profiling address: loopback only.
 func (c *checker) pprof(v string) {
-	if v == "" {
-		return
-	}
-	host, _, err := net.SplitHostPort(v)
-	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+	if v != "" && !isLoopback(v) {
 		c.add("pprof", "%q must be a loopback HOST:PORT, like 127.0.0.1:6060: profiles are not for the network", v)
 	}
+}
+
+// httpListen checks the address metrics (and the master's dashboard) are
+// served on in plain HTTP: loopback only, since nothing checks who asks.
+func (c *checker) httpListen(v, example, remote string) {
+	if v != "" && !isLoopback(v) {
+		c.add("http_listen", "%q must be a loopback HOST:PORT, like %s, or \"\" for none: plain HTTP is not for the network%s", v, example, remote)
+	}
+}
+
+// isLoopback says whether v is HOST:PORT with a loopback IP for host.
+func isLoopback(v string) bool {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return false
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (c *checker) positive(key string, n, hi int) {

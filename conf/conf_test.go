@@ -206,6 +206,7 @@ func TestExample(t *testing.T) {
 		IdleTimeout:      Duration(5 * time.Minute),
 		MaxConns:         1024,
 		LogLevel:         "info",
+		HTTPListen:       "127.0.0.1:0",
 		TLS: TLS{
 			CA:   filepath.Join(dir, "certs", "ca.pem"),
 			Cert: filepath.Join(dir, "certs", "registry-reg1.pem"),
@@ -418,5 +419,70 @@ func TestDuration(t *testing.T) {
 				t.Errorf("round trip of %v through %q = %v, %v", d.D(), b, back.D(), err)
 			}
 		})
+	}
+}
+
+// TestMasterHTTP checks http_listen and dashboard_listen: plain HTTP only on
+// loopback, the mutual-TLS dashboard anywhere but on another listener's port.
+func TestMasterHTTP(t *testing.T) {
+	const master = `
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/master-m1.pem"
+key = "certs/master-m1-key.pem"
+`
+	tests := []struct {
+		name      string
+		toml      string
+		wantHTTP  string
+		wantDash  string
+		wantError string // a substring of the error; "" for none
+	}{
+		{name: "default", wantHTTP: DefaultMasterHTTP},
+		{name: "off", toml: `http_listen = ""`, wantHTTP: ""},
+		{name: "free port", toml: `http_listen = "127.0.0.1:0"`, wantHTTP: "127.0.0.1:0"},
+		{name: "ipv6 loopback", toml: `http_listen = "[::1]:9100"`, wantHTTP: "[::1]:9100"},
+		{name: "every interface", toml: `http_listen = ":7113"`,
+			wantError: `http_listen: ":7113" must be a loopback HOST:PORT, like 127.0.0.1:7113, or "" for none: plain HTTP is not for the network (for other hosts, set dashboard_listen`},
+		{name: "a name", toml: `http_listen = "localhost:7113"`, wantError: `http_listen: "localhost:7113" must be a loopback HOST:PORT`},
+		{name: "bad port", toml: `http_listen = "127.0.0.1:http"`, wantError: `http_listen: "127.0.0.1:http" must be a loopback HOST:PORT`},
+		{name: "remote dashboard", toml: `dashboard_listen = ":7115"`, wantHTTP: DefaultMasterHTTP, wantDash: ":7115"},
+		{name: "dashboard without port", toml: `dashboard_listen = "0.0.0.0"`, wantError: `dashboard_listen: "0.0.0.0" is not HOST:PORT`},
+		{name: "dashboard on the http port", toml: `dashboard_listen = "127.0.0.1:7113"`,
+			wantError: `dashboard_listen: "127.0.0.1:7113" is also the address of listen, http_listen or pprof`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeConfig(t, "master.toml", []byte(tt.toml+"\n"+master))
+			c, err := LoadMaster(path)
+			if tt.wantError != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantError) {
+					t.Fatalf("LoadMaster: %v, want an error containing %q", err, tt.wantError)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.HTTPListen != tt.wantHTTP || c.DashboardListen != tt.wantDash {
+				t.Errorf("http_listen = %q, dashboard_listen = %q; want %q, %q", c.HTTPListen, c.DashboardListen, tt.wantHTTP, tt.wantDash)
+			}
+		})
+	}
+}
+
+// TestMasterExample loads the shipped master example: every key it shows
+// must decode, and its http_listen must be loopback.
+func TestMasterExample(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("examples", "master.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadMaster(writeConfig(t, "master.toml", data))
+	if err != nil {
+		t.Fatalf("LoadMaster(example): %v", err)
+	}
+	if c.HTTPListen != "127.0.0.1:0" || c.DashboardListen != "" {
+		t.Errorf("example: http_listen = %q, dashboard_listen = %q", c.HTTPListen, c.DashboardListen)
 	}
 }

@@ -29,6 +29,9 @@ type Registry struct {
 	LogLevel         string   `toml:"log_level"`
 	// Pprof, if set, serves net/http/pprof on this loopback address.
 	Pprof string `toml:"pprof"`
+	// HTTPListen serves /metrics in plain HTTP on this loopback address; ""
+	// turns it off.
+	HTTPListen string `toml:"http_listen"`
 
 	TLS TLS `toml:"tls"`
 
@@ -46,6 +49,10 @@ type AllowRule struct {
 	Services []string `toml:"services"`
 }
 
+// DefaultRegistryHTTP is where registryd serves /metrics unless
+// http_listen says otherwise.
+const DefaultRegistryHTTP = "127.0.0.1:7114"
+
 // DefaultRegistry is registryd's configuration before its file is read.
 func DefaultRegistry() *Registry {
 	return &Registry{
@@ -58,6 +65,7 @@ func DefaultRegistry() *Registry {
 		IdleTimeout:      Duration(5 * time.Minute),
 		MaxConns:         1024,
 		LogLevel:         "info",
+		HTTPListen:       DefaultRegistryHTTP,
 		Allow:            []AllowRule{{Role: string(pki.RoleMaster), Services: []string{rpcdef.ClusterService}}},
 	}
 }
@@ -100,6 +108,7 @@ func (c *Registry) Validate(file string) error {
 	ck.positive("max_conns", c.MaxConns, 1<<20)
 	ck.logLevel(c.LogLevel)
 	ck.pprof(c.Pprof)
+	ck.httpListen(c.HTTPListen, DefaultRegistryHTTP, "")
 	for i, r := range c.Allow {
 		key := fmt.Sprintf("allow[%d]", i)
 		if _, err := pki.ParseRole(r.Role); err != nil {

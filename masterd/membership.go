@@ -36,6 +36,46 @@ type node struct {
 	arr      Arrivals
 	connID   uint64    // the connection of its latest call
 	closedAt time.Time // when that connection closed; zero while it is open
+	cpu      cpuRing   // its recent CPU figures, for the dashboard
+}
+
+// cpuHistory is how many CPU figures are kept per node: with reports every
+// 5s, the last 4 minutes.
+const cpuHistory = 48
+
+// CPUSample is one CPU figure of a node's reports.
+type CPUSample struct {
+	At      time.Time // when the slave sampled it
+	Percent float64   // busy share of all its CPUs, 0 to 100
+}
+
+// cpuRing keeps the last cpuHistory figures in place, 12 bytes each: a
+// report costs no allocation.
+type cpuRing struct {
+	at   [cpuHistory]int64   // Unix ms
+	pct  [cpuHistory]float32 // 0 to 100
+	next int                 // where the next figure goes
+	n    int                 // how many are kept
+}
+
+func (r *cpuRing) add(at time.Time, pct float64) {
+	ms := at.UnixMilli()
+	if r.n > 0 && ms <= r.at[(r.next+cpuHistory-1)%cpuHistory] {
+		return // a report sent again, or from a clock that went back
+	}
+	r.at[r.next], r.pct[r.next] = ms, float32(pct)
+	r.next = (r.next + 1) % cpuHistory
+	r.n = min(r.n+1, cpuHistory)
+}
+
+// samples returns the figures oldest first.
+func (r *cpuRing) samples() []CPUSample {
+	out := make([]CPUSample, 0, r.n)
+	for i := range r.n {
+		j := (r.next - r.n + i + cpuHistory) % cpuHistory
+		out = append(out, CPUSample{At: time.UnixMilli(r.at[j]), Percent: float64(r.pct[j])})
+	}
+	return out
 }
 
 // Membership is the master's roll: every node, its state, and the events
@@ -46,6 +86,7 @@ type Membership struct {
 	log     logrus.FieldLogger
 	self    *SelfMonitor
 	started time.Time
+	met     *masterMetrics // nil unless a Server made it
 
 	mu      sync.Mutex
 	nodes   map[string]*node
@@ -83,6 +124,7 @@ func (ms *Membership) emit(n *node, kind rpcdef.EventKind, reason string, now ti
 	close(ms.changed)
 	ms.changed = make(chan struct{})
 	ms.dirty = true
+	ms.met.event(kind)
 	f := ms.log.WithFields(logrus.Fields{"peer": n.m.Name, "event": kind, "version": e.Version})
 	if reason != "" {
 		f.Infof("%s %s: %s", n.m.Name, describe(kind), reason)
@@ -140,6 +182,7 @@ func (ms *Membership) joinLocked(c Caller, inc uint64) (rpcdef.JoinReply, error)
 		old := n.m.Incarnation
 		n.arr = Arrivals{}
 		n.m.Resources = nil
+		n.cpu = cpuRing{}
 		n.m.JoinedAt = now
 		ms.admit(n, c, inc, now)
 		ms.emit(n, rpcdef.EventRejoined, fmt.Sprintf("new incarnation %d replaces %d", inc, old), now)
@@ -209,6 +252,7 @@ func (ms *Membership) Heartbeat(c Caller, inc uint64) (uint64, error) {
 	}
 	n.arr.Observe(now, &ms.t.Detector)
 	if !n.m.LastHeartbeat.IsZero() {
+		ms.met.arrival(now.Sub(n.m.LastHeartbeat))
 	}
 	n.m.LastHeartbeat = now
 	n.connID, n.closedAt = c.ConnID, time.Time{}
@@ -228,6 +272,7 @@ func (ms *Membership) Report(c Caller, inc uint64, r rpcdef.Resources) (uint64, 
 		return ms.version, err
 	}
 	n.m.Resources = &r
+	n.cpu.add(r.SampledAt, r.CPUPercent)
 	n.connID, n.closedAt = c.ConnID, time.Time{}
 	return ms.version, nil
 }
@@ -246,6 +291,7 @@ func (ms *Membership) Leave(c Caller, inc uint64, reason string) error {
 		reason = "graceful leave"
 	}
 	ms.emit(n, rpcdef.EventLeft, reason, now)
+	ms.met.detected(detectLeft)
 	return nil
 }
 
@@ -373,6 +419,7 @@ func (ms *Membership) Tick(now time.Time) {
 			if now.Sub(n.closedAt) >= ms.t.CloseGrace {
 				ms.setStatus(n, rpcdef.StatusDead, now)
 				ms.emit(n, rpcdef.EventDead, fmt.Sprintf("connection closed and not back within %v", ms.t.CloseGrace), now)
+				ms.met.detected(detectCrash)
 			}
 			continue
 		}
@@ -384,6 +431,7 @@ func (ms *Membership) Tick(now time.Time) {
 			silence := now.Sub(n.arr.Last())
 			ms.setStatus(n, rpcdef.StatusDead, now)
 			ms.emit(n, rpcdef.EventDead, fmt.Sprintf("no heartbeat for %v (phi %.1f)", silence.Round(time.Millisecond), n.arr.Phi(now, &ms.t.Detector)), now)
+			ms.met.detected(detectSilent)
 		case VerdictSuspect:
 			if n.m.Status == rpcdef.StatusAlive {
 				ms.setStatus(n, rpcdef.StatusSuspect, now)
@@ -476,6 +524,29 @@ func (ms *Membership) Since(after uint64, reply *rpcdef.WatchReply) (bool, <-cha
 	})
 	reply.Events = slices.Clone(ms.events[i:])
 	return true, nil
+}
+
+// Recent returns the last n events (fewer if it holds fewer), oldest first,
+// and the version they lead up to: a watcher that starts from it misses
+// nothing.
+func (ms *Membership) Recent(n int) ([]rpcdef.Event, uint64) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return slices.Clone(ms.events[max(0, len(ms.events)-n):]), ms.version
+}
+
+// CPUHistory returns each node's recent CPU figures, oldest first: those of
+// its current incarnation, at most the last cpuHistory.
+func (ms *Membership) CPUHistory() map[string][]CPUSample {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	out := make(map[string][]CPUSample, len(ms.nodes))
+	for name, n := range ms.nodes {
+		if n.cpu.n > 0 {
+			out[name] = n.cpu.samples()
+		}
+	}
+	return out
 }
 
 // Version is the current event version.

@@ -16,12 +16,15 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/muster-lab/muster/conf"
 	"github.com/muster-lab/muster/internal/atomicfile"
 	"github.com/muster-lab/muster/internal/daemon"
+	"github.com/muster-lab/muster/internal/dashboard"
+	"github.com/muster-lab/muster/internal/metrics"
 	"github.com/muster-lab/muster/internal/pki"
 	"github.com/muster-lab/muster/internal/tlsrpc"
 	"github.com/muster-lab/muster/rpcdef"
@@ -44,8 +47,16 @@ type Server struct {
 	advertise string
 	svc       rpcdef.Service
 	reg       *rpcdef.RegistryClient
+	regDial   rpcdef.Dialer
 	roster    string
 	pprof     *http.Server
+
+	prom    *prometheus.Registry // this master's metrics, served at /metrics
+	met     *masterMetrics
+	dash    *dashboard.Dashboard
+	listReg *rpcdef.RegistryClient // the dashboard's, apart from the lease's
+	http    *metrics.Server        // http_listen: /metrics and the dashboard
+	https   *metrics.Server        // dashboard_listen: the same, to admins over mutual TLS
 }
 
 // New loads the roster, binds the listener and returns a server ready to Run.
@@ -58,7 +69,8 @@ func New(cfg *conf.Master, log logrus.FieldLogger) (*Server, error) {
 	}
 	d := cfg.Detector
 	minDead, maxDead := cfg.DeadBounds()
-	s := &Server{cfg: cfg, log: log, roster: filepath.Join(cfg.StateDir, rosterFile)}
+	s := &Server{cfg: cfg, log: log, roster: filepath.Join(cfg.StateDir, rosterFile), prom: metrics.NewRegistry()}
+	s.met = newMasterMetrics(s.prom, cfg.HeartbeatInterval.D())
 	s.ms = NewMembership(Timing{
 		Detector: DetectorConfig{
 			Interval: cfg.HeartbeatInterval.D(), Window: d.Window, SuspectPhi: d.SuspectPhi, DeadPhi: d.DeadPhi,
@@ -71,6 +83,7 @@ func New(cfg *conf.Master, log logrus.FieldLogger) (*Server, error) {
 	if err := s.ms.t.Detector.Validate(); err != nil {
 		return nil, fmt.Errorf("detector settings: %w", err)
 	}
+	s.ms.met = s.met
 	data, err := os.ReadFile(s.roster)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -104,17 +117,23 @@ func New(cfg *conf.Master, log logrus.FieldLogger) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
+	s.prom.MustRegister(newRollCollector(s.ms), metrics.NewListeners(prefix, metrics.Listener{Name: "tls", Server: s.srv}))
 	s.svc = rpcdef.Service{ServiceKey: rpcdef.ServiceKey{Name: rpcdef.ClusterService, Instance: cfg.Cluster},
 		Version: rpcdef.ClusterVersion, Addr: s.advertise}
 	if cfg.Registry != "" {
-		s.reg = rpcdef.NewRegistryClient("registry "+cfg.Registry,
-			rpcdef.DialTLS(cfg.Registry, cfg.Store.ClientConfig(pki.ExpectRole(pki.RoleRegistry))))
+		s.regDial = rpcdef.DialTLS(cfg.Registry, cfg.Store.ClientConfig(pki.ExpectRole(pki.RoleRegistry)))
+		s.reg = rpcdef.NewRegistryClient("registry "+cfg.Registry, s.regDial)
 	} else {
-		s.reg = rpcdef.NewRegistryClient("registry socket "+cfg.RegistrySocket, rpcdef.DialUnix(cfg.RegistrySocket))
+		s.regDial = rpcdef.DialUnix(cfg.RegistrySocket)
+		s.reg = rpcdef.NewRegistryClient("registry socket "+cfg.RegistrySocket, s.regDial)
+	}
+	if err := s.listenHTTP(); err != nil {
+		s.Close()
+		return nil, err
 	}
 	if cfg.Pprof != "" {
 		if s.pprof, err = daemon.Pprof(cfg.Pprof); err != nil {
-			ln.Close()
+			s.Close()
 			return nil, err
 		}
 	}
@@ -160,6 +179,12 @@ func (s *Server) Reload() error {
 // Run serves until ctx ends; then it unregisters from the registry, saves the
 // roster and returns.
 func (s *Server) Run(ctx context.Context) error {
+	if s.http != nil {
+		s.log.WithField("http", s.http.URL()).Infof("serving metrics and the dashboard on %s", s.http.URL())
+	}
+	if s.https != nil {
+		s.log.WithField("https", s.https.URL()).Infof("serving the dashboard and metrics to admin certificates on %s", s.https.URL())
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	// The membership stops before the listener closes the connections.
 	serveCtx, stopServing := context.WithCancel(context.Background())
@@ -169,6 +194,15 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { s.detect(gctx); return nil })
 	g.Go(func() error { s.saveLoop(gctx); return nil })
 	g.Go(func() error { s.keepLease(gctx); return nil })
+	if s.dash != nil {
+		g.Go(func() error { return s.dash.Run(gctx) })
+	}
+	if s.http != nil {
+		g.Go(func() error { return s.http.Run(gctx) })
+	}
+	if s.https != nil {
+		g.Go(func() error { return s.https.Run(gctx) })
+	}
 	err := g.Wait()
 	s.save()
 	return err
@@ -178,6 +212,14 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Close() error {
 	if s.pprof != nil {
 		s.pprof.Close()
+	}
+	for _, h := range []*metrics.Server{s.http, s.https} {
+		if h != nil {
+			h.Close()
+		}
+	}
+	if s.listReg != nil {
+		s.listReg.Close()
 	}
 	s.reg.Close()
 	return s.srv.Close()
@@ -233,6 +275,7 @@ func (s *Server) keepLease(ctx context.Context) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if lease == "" {
 			r, err := s.reg.Register(cctx, s.svc)
+			s.met.lease(false, err)
 			if err == nil {
 				lease, ttl = r.Lease, r.TTL
 				s.log.WithField("service", s.svc.ServiceKey.String()).Infof("registered %s at %s with %s (lease %v)", s.svc.ServiceKey, s.advertise, s.reg.Target(), ttl)
@@ -240,6 +283,7 @@ func (s *Server) keepLease(ctx context.Context) {
 			failing = s.leaseError(failing, "register", err)
 		} else {
 			_, err := s.reg.Renew(cctx, s.svc.ServiceKey, lease)
+			s.met.lease(true, err)
 			if errors.Is(err, rpcdef.ErrUnknownLease) {
 				s.log.WithField("service", s.svc.ServiceKey.String()).Warn("the registry no longer knows our lease (it restarted, or the lease ran out); registering again")
 				lease, err = "", nil

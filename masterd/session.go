@@ -71,6 +71,7 @@ func (x *Session) Join(args *rpcdef.JoinArgs, reply *rpcdef.JoinReply) error {
 
 // Heartbeat records that the calling slave is alive.
 func (x *Session) Heartbeat(args *rpcdef.HeartbeatArgs, reply *rpcdef.HeartbeatReply) error {
+	x.s.met.heartbeat()
 	c, err := x.slave("Heartbeat", args.Node)
 	if err != nil {
 		return err
@@ -82,6 +83,7 @@ func (x *Session) Heartbeat(args *rpcdef.HeartbeatArgs, reply *rpcdef.HeartbeatR
 
 // Report stores the calling slave's resource figures.
 func (x *Session) Report(args *rpcdef.ReportArgs, reply *rpcdef.ReportReply) error {
+	x.s.met.report()
 	c, err := x.slave("Report", args.Node)
 	if err != nil {
 		return err

@@ -12,12 +12,14 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/muster-lab/muster/conf"
 	"github.com/muster-lab/muster/internal/atomicfile"
 	"github.com/muster-lab/muster/internal/daemon"
+	"github.com/muster-lab/muster/internal/metrics"
 	"github.com/muster-lab/muster/internal/pki"
 	"github.com/muster-lab/muster/internal/tlsrpc"
 	"github.com/muster-lab/muster/rpcdef"
@@ -36,6 +38,10 @@ type Server struct {
 	tcp   *tlsrpc.Server
 	unix  *tlsrpc.Server
 	pprof *http.Server
+
+	prom *prometheus.Registry // this registry's metrics, served at /metrics
+	met  *registryMetrics
+	http *metrics.Server // http_listen
 }
 
 // New loads the saved table, binds the TLS listener and the socket, and
@@ -48,7 +54,8 @@ func New(cfg *conf.Registry, log logrus.FieldLogger) (*Server, error) {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
 	path := filepath.Join(cfg.StateDir, stateFile)
-	s := &Server{cfg: cfg, log: log, uid: uint32(os.Getuid())}
+	s := &Server{cfg: cfg, log: log, uid: uint32(os.Getuid()), prom: metrics.NewRegistry()}
+	s.met = newRegistryMetrics(s.prom)
 	s.table = NewTable(cfg.LeaseTTL.D(), nil, func(b []byte) error { return atomicfile.Write(path, b, 0o600) })
 	data, err := os.ReadFile(path)
 	switch {
@@ -93,6 +100,19 @@ func New(cfg *conf.Registry, log logrus.FieldLogger) (*Server, error) {
 			return nil, err
 		}
 	}
+	listeners := []metrics.Listener{{Name: "tls", Server: s.tcp}}
+	if s.unix != nil {
+		listeners = append(listeners, metrics.Listener{Name: "unix", Server: s.unix})
+	}
+	s.prom.MustRegister(newTableCollector(s.table), metrics.NewListeners(prefix, listeners...))
+	if cfg.HTTPListen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics.Handler(s.prom, log.WithField("listener", "http")))
+		if s.http, err = metrics.Listen(cfg.HTTPListen, nil, mux, log.WithField("listener", "http")); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	if cfg.Pprof != "" {
 		if s.pprof, err = daemon.Pprof(cfg.Pprof); err != nil {
 			s.Close()
@@ -105,17 +125,31 @@ func New(cfg *conf.Registry, log logrus.FieldLogger) (*Server, error) {
 // Addr is the TLS listener's address.
 func (s *Server) Addr() net.Addr { return s.tcp.Addr() }
 
+// HTTPAddr is where /metrics is served, or "" if it is not.
+func (s *Server) HTTPAddr() string {
+	if s.http == nil {
+		return ""
+	}
+	return s.http.Addr().String()
+}
+
 // Table is the server's lease table.
 func (s *Server) Table() *Table { return s.table }
 
 // Run serves until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
+	if s.http != nil {
+		s.log.WithField("http", s.http.URL()).Infof("serving metrics on %smetrics", s.http.URL())
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.tcp.Serve(ctx) })
 	if s.unix != nil {
 		g.Go(func() error { return s.unix.Serve(ctx) })
 	}
 	g.Go(func() error { s.expireLoop(ctx); return nil })
+	if s.http != nil {
+		g.Go(func() error { return s.http.Run(ctx) })
+	}
 	return g.Wait()
 }
 
@@ -123,6 +157,9 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Close() error {
 	if s.pprof != nil {
 		s.pprof.Close()
+	}
+	if s.http != nil {
+		s.http.Close()
 	}
 	err := s.tcp.Close()
 	if s.unix != nil {
@@ -157,6 +194,7 @@ func (s *Server) expireLoop(ctx context.Context) {
 			continue
 		}
 		for _, e := range gone {
+			s.met.expirations.Inc()
 			s.log.WithFields(logrus.Fields{"service": e.ServiceKey.String(), "owner": e.Owner, "state": e.State}).
 				Infof("lease expired: dropped %s at %s", e.ServiceKey, e.Addr)
 		}
@@ -217,6 +255,7 @@ func (x *Session) Register(args *rpcdef.RegisterArgs, reply *rpcdef.RegisterRepl
 		}
 		return err
 	}
+	x.s.met.registrations.Inc()
 	x.log.WithFields(logrus.Fields{"service": key.String(), "identity": x.who()}).Infof("registered %s at %s", key, args.Service.Addr)
 	*reply = rpcdef.RegisterReply{Lease: id, TTL: x.s.table.TTL()}
 	return nil
@@ -231,6 +270,7 @@ func (x *Session) Renew(args *rpcdef.RenewArgs, reply *rpcdef.RenewReply) error 
 	if err := x.s.table.Renew(args.Key, args.Lease, o); err != nil {
 		return err
 	}
+	x.s.met.renewals.Inc()
 	reply.TTL = x.s.table.TTL()
 	return nil
 }
@@ -254,6 +294,7 @@ func (x *Session) Unregister(args *rpcdef.UnregisterArgs, _ *rpcdef.Empty) error
 // Lookup finds a service. Anyone may look up.
 func (x *Session) Lookup(args *rpcdef.LookupArgs, reply *rpcdef.LookupReply) error {
 	e, err := x.s.table.Lookup(args.Key)
+	x.s.met.lookup(err)
 	reply.Entry = e
 	return err
 }

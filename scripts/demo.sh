@@ -513,6 +513,7 @@ config master.toml master.toml 'listen="127.0.0.1:0"' "registry=\"$reg_addr\"" \
 start_daemon masterd logs/masterd.log masterd --config master.toml
 master_pid=$last_pid
 master_addr=$last_addr
+dash_url=$(sed -n 's/.*msg="serving metrics and the dashboard on \(http:[^"]*\)".*/\1/p' logs/masterd.log | head -n 1)
 wait_for "masterd to register ClusterService/lab" 20 logs/masterd.log \
 	grep -q 'registered ClusterService/lab' logs/masterd.log
 say "masterd (pid $master_pid) ready at $master_addr, registered as"
@@ -731,6 +732,8 @@ if [[ $keep == 1 ]]; then
 	say "  kill -9 ${slave_pid[node-1]}    # crash node-1, as in step c"
 	say "  less \$d/logs/masterd.log    # every daemon logs to \$d/logs/"
 	say ""
+	say "Open the dashboard in a browser (loopback only): $dash_url"
+	say "  curl -s ${dash_url}metrics | grep ^muster_    # Prometheus metrics"
 	say "Running:"
 	slaves=()
 	for i in "${!pids[@]}"; do

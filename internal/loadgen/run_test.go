@@ -41,6 +41,7 @@ func startMaster(t *testing.T) (addr, caFile, caKeyFile string) {
 		t.Fatal(err)
 	}
 	cfg := conf.DefaultMaster()
+	cfg.HTTPListen = "" // no fixed port: other tests run beside this one
 	cfg.Listen = "127.0.0.1:0"
 	cfg.StateDir = filepath.Join(dir, "state")
 	// No registry: the master's registration fails quietly, and the test

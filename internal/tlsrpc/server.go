@@ -82,6 +82,12 @@ const (
 	RefusedMessage   = "bad message"
 )
 
+// RefusalReasons lists every reason Server.Refused counts, so that a metric
+// can show each one from the start, at zero.
+func RefusalReasons() []string {
+	return []string{RefusedHandshake, RefusedCap, RefusedAttach, RefusedMessage}
+}
+
 // Server accepts connections on one listener.
 type Server struct {
 	ln     net.Listener

@@ -1,0 +1,90 @@
+// Package metrics is what muster's daemons share to export Prometheus
+// metrics: a registry of each daemon's own (never the global default one)
+// with the Go runtime's and the process's collectors, the /metrics handler, a
+// collector for the connections of tlsrpc listeners, and the HTTP server it
+// is all served on.
+package metrics
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+
+	"github.com/muster-lab/muster/internal/tlsrpc"
+)
+
+// Namespace starts the name of every muster metric.
+const Namespace = "muster"
+
+// NewRegistry makes a daemon's registry, with the Go runtime's collector
+// (go_*) and the process's (process_*) already in it.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return reg
+}
+
+// Handler serves what reg gathers in the Prometheus text format. A collector
+// that fails is logged and left out; the rest is still served.
+func Handler(reg *prometheus.Registry, log logrus.FieldLogger) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:            warnLog{log},
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: 4,
+		Registry:            reg, // promhttp_metric_handler_errors_total
+	})
+}
+
+// warnLog is promhttp's error log.
+type warnLog struct{ log logrus.FieldLogger }
+
+func (w warnLog) Println(v ...any) { w.log.Warnln(v...) }
+
+// Listener is one tlsrpc listener of a daemon, under the name its log uses.
+type Listener struct {
+	Name   string // "tls", "unix"
+	Server *tlsrpc.Server
+}
+
+// Listeners collects, at scrape time, how many connections each listener has
+// open and how many it refused, by reason: PREFIX_connections{listener} and
+// PREFIX_refused_connections_total{listener,reason}.
+type Listeners struct {
+	open, refused *prometheus.Desc
+	ls            []Listener
+}
+
+// NewListeners makes the collector; prefix is muster_DAEMON.
+func NewListeners(prefix string, ls ...Listener) *Listeners {
+	return &Listeners{
+		open: prometheus.NewDesc(prefix+"_connections",
+			"Connections open now, by listener.", []string{"listener"}, nil),
+		refused: prometheus.NewDesc(prefix+"_refused_connections_total",
+			"Connections refused since the start, by listener and reason: handshake (TLS or peer credentials failed), "+
+				"connection cap (max_conns reached), attach, bad message (oversized or not a valid request).",
+			[]string{"listener", "reason"}, nil),
+		ls: ls,
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Listeners) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.open
+	ch <- c.refused
+}
+
+// Collect implements prometheus.Collector.
+func (c *Listeners) Collect(ch chan<- prometheus.Metric) {
+	for _, l := range c.ls {
+		ch <- prometheus.MustNewConstMetric(c.open, prometheus.GaugeValue, float64(l.Server.Conns()), l.Name)
+		for _, r := range tlsrpc.RefusalReasons() {
+			ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(l.Server.Refused(r)), l.Name, r)
+		}
+	}
+}

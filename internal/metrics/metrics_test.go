@@ -1,0 +1,129 @@
+package metrics
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/rpc"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/sirupsen/logrus"
+
+	"github.com/muster-lab/muster/internal/tlsrpc"
+)
+
+func quiet() logrus.FieldLogger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}
+
+// TestListeners counts a refused connection of a real tlsrpc listener: a
+// UNIX socket whose attach refuses everyone.
+func TestListeners(t *testing.T) {
+	ln, err := tlsrpc.ListenUnix(t.TempDir()+"/s.sock", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refuse := func(*rpc.Server, tlsrpc.Peer) (func(), error) { return nil, io.EOF }
+	srv, err := tlsrpc.New(ln, nil, tlsrpc.Options{}, refuse, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go srv.Serve(ctx)
+	c, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Read(make([]byte, 1)) // until the server hangs up
+	c.Close()
+
+	reg := NewRegistry()
+	reg.MustRegister(NewListeners("muster_test", Listener{Name: "unix", Server: srv}))
+	want := `
+# HELP muster_test_refused_connections_total Connections refused since the start, by listener and reason: handshake (TLS or peer credentials failed), connection cap (max_conns reached), attach, bad message (oversized or not a valid request).
+# TYPE muster_test_refused_connections_total counter
+muster_test_refused_connections_total{listener="unix",reason="attach"} 1
+muster_test_refused_connections_total{listener="unix",reason="bad message"} 0
+muster_test_refused_connections_total{listener="unix",reason="connection cap"} 0
+muster_test_refused_connections_total{listener="unix",reason="handshake"} 0
+`
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := testutil.GatherAndCompare(reg, strings.NewReader(want), "muster_test_refused_connections_total")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval: the refusal is counted after the hang-up
+	}
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+}
+
+// TestServer serves /metrics on a free loopback port, then stops with its
+// context; Close is safe again afterwards.
+func TestServer(t *testing.T) {
+	reg := NewRegistry()
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", Handler(reg, quiet()))
+	s, err := Listen("127.0.0.1:0", nil, mux, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(s.URL(), "http://127.0.0.1:") {
+		t.Fatalf("URL %q", s.URL())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	resp, err := http.Get(s.URL() + "metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "go_goroutines") {
+		t.Fatalf("GET /metrics: %s\n%s", resp.Status, body)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := Listen(s.Addr().String(), nil, mux, quiet()); err != nil {
+		t.Errorf("the port is still held after Close: %v", err)
+	}
+}
+
+// TestServerCloseBeforeRun: a server closed before it ran lets go of its port.
+func TestServerCloseBeforeRun(t *testing.T) {
+	s, err := Listen("127.0.0.1:0", nil, http.NotFoundHandler(), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := s.Run(context.Background()); err != nil {
+		t.Errorf("Run after Close: %v", err)
+	}
+}
