@@ -1,6 +1,7 @@
 package masterd
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -484,15 +485,7 @@ func (ms *Membership) rollLocked() []rpcdef.Member {
 }
 
 func sortMembers(ms []rpcdef.Member) {
-	slices.SortFunc(ms, func(a, b rpcdef.Member) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(ms, func(a, b rpcdef.Member) int { return cmp.Compare(a.Name, b.Name) })
 }
 
 // Since fills reply with the events after version after and returns true,
@@ -586,15 +579,7 @@ func (ms *Membership) Snapshot() ([]byte, bool, error) {
 	}
 	ms.dirty = false
 	ms.mu.Unlock()
-	slices.SortFunc(r.Nodes, func(a, b rosterEntry) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(r.Nodes, func(a, b rosterEntry) int { return cmp.Compare(a.Name, b.Name) })
 	data, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		ms.MarkDirty()

@@ -4,6 +4,7 @@
 package registry
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -315,19 +316,7 @@ func (t *Table) entry(l *lease, now time.Time) rpcdef.Entry {
 }
 
 func compareKeys(a, b rpcdef.ServiceKey) int {
-	if a.Name != b.Name {
-		if a.Name < b.Name {
-			return -1
-		}
-		return 1
-	}
-	switch {
-	case a.Instance < b.Instance:
-		return -1
-	case a.Instance > b.Instance:
-		return 1
-	}
-	return 0
+	return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Instance, b.Instance))
 }
 
 func newLeaseID() string {
