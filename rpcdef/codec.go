@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/rpc"
+	"reflect"
+	"slices"
 	"sync"
 )
 
@@ -96,11 +98,76 @@ func (f *framedReader) ReadByte() (byte, error) {
 	return b[0], nil
 }
 
+// largeMessage is the size past which the encoder that made a message is
+// replaced: see encoder.
+const largeMessage = 64 << 10
+
+// encoder is a gob.Encoder that does not keep a large buffer. gob encodes
+// each message into a buffer it keeps, at the size of the largest message
+// so far, for as long as the stream lasts: one roll of 10,000 members sent
+// on each of 10,000 connections would pin 15 GB. After a message larger
+// than largeMessage, the encoder is replaced by a new one that is first
+// taught, into io.Discard, every type the old one sent: the peer has those
+// definitions already, and type ids are the same for the whole process.
+type encoder struct {
+	out   io.Writer
+	w     countingWriter
+	enc   *gob.Encoder
+	types []reflect.Type // every type encoded on this stream, first use first
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.n += len(p)
+	return c.w.Write(p)
+}
+
+func newEncoder(out io.Writer) *encoder {
+	e := &encoder{out: out, w: countingWriter{w: out}}
+	e.enc = gob.NewEncoder(&e.w)
+	return e
+}
+
+func (e *encoder) Encode(v any) error {
+	if t := reflect.TypeOf(v); !slices.Contains(e.types, t) {
+		e.types = append(e.types, t)
+	}
+	e.w.n = 0
+	if err := e.enc.Encode(v); err != nil {
+		return err
+	}
+	if e.w.n > largeMessage {
+		return e.renew()
+	}
+	return nil
+}
+
+// renew replaces the encoder with one that knows the same types.
+func (e *encoder) renew() error {
+	e.w.w = io.Discard
+	defer func() { e.w.w = e.out }()
+	enc := gob.NewEncoder(&e.w)
+	for _, t := range e.types {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if err := enc.Encode(reflect.New(t).Interface()); err != nil {
+			return fmt.Errorf("gob: renew the encoder with %v: %w", t, err)
+		}
+	}
+	e.enc = enc
+	return nil
+}
+
 // serverCodec is net/rpc's gob codec with a per-message size limit.
 type serverCodec struct {
 	rwc    io.ReadWriteCloser
 	dec    *gob.Decoder
-	enc    *gob.Encoder
+	enc    *encoder
 	encBuf *bufio.Writer
 	mu     sync.Mutex // serialises writes and close
 	closed bool
@@ -114,7 +181,7 @@ func NewServerCodec(conn io.ReadWriteCloser, maxMessage int) rpc.ServerCodec {
 		maxMessage = DefaultMaxMessage
 	}
 	buf := bufio.NewWriter(conn)
-	return &serverCodec{rwc: conn, dec: gob.NewDecoder(newFramedReader(conn, maxMessage)), enc: gob.NewEncoder(buf), encBuf: buf}
+	return &serverCodec{rwc: conn, dec: gob.NewDecoder(newFramedReader(conn, maxMessage)), enc: newEncoder(buf), encBuf: buf}
 }
 
 func (c *serverCodec) ReadRequestHeader(r *rpc.Request) error {
