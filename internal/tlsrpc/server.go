@@ -39,6 +39,11 @@ type Peer struct {
 	// was idle too long, or the server is stopping. A handler that blocks
 	// (a long poll) must return when it closes.
 	Done <-chan struct{}
+	// Block is called by a handler about to wait (a long poll): with
+	// Options.Inline, the connection's requests are read on by another
+	// goroutine meanwhile. It does nothing otherwise. Call it at most once
+	// per request, from the handler's own goroutine.
+	Block func()
 }
 
 // Attach registers the receivers of one connection on srv. The detach
@@ -54,8 +59,9 @@ type Options struct {
 	MaxMessage       int           // bytes in one request; default rpcdef.DefaultMaxMessage
 	// Inline runs each request's handler on the connection's own goroutine,
 	// one at a time, instead of a goroutine per request as net/rpc does. It
-	// saves a cross-thread hand-off per call, which is most of a round trip's
-	// cost between processes; use it only where no handler blocks.
+	// saves a goroutine and a hand-off between threads per call, which is
+	// most of a round trip's cost between processes. A handler that blocks
+	// must call Peer.Block first.
 	Inline bool
 }
 
@@ -235,15 +241,24 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 func (s *Server) handle(ctx context.Context, c *conn) {
-	defer func() {
+	// A connection that gets as far as serving requests is ended by
+	// whichever goroutine is reading it when reading fails (see reader), so
+	// the release is not deferred.
+	release := func() {
 		c.Close()
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
 		<-s.slots
 		s.wg.Done()
+	}
+	served := false
+	defer func() {
+		if !served {
+			release()
+		}
 	}()
-	peer := Peer{ConnID: s.nextID.Add(1), Addr: c.raw.RemoteAddr().String(), Done: c.done}
+	peer := Peer{ConnID: s.nextID.Add(1), Addr: c.raw.RemoteAddr().String(), Done: c.done, Block: func() {}}
 	if s.tls != nil {
 		tc := tls.Server(c.raw, s.tls)
 		hctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
@@ -276,36 +291,71 @@ func (s *Server) handle(ctx context.Context, c *conn) {
 		peer.UID = cred.Uid
 		peer.Addr = fmt.Sprintf("unix:pid=%d,uid=%d", cred.Pid, cred.Uid)
 	}
+	r := &reader{srv: rpc.NewServer()}
+	if s.opts.Inline {
+		peer.Block = r.block
+	}
 	s.mu.Lock()
 	c.peer = peer
 	s.mu.Unlock()
-	srv := rpc.NewServer()
-	detach, err := s.attach(srv, peer)
+	detach, err := s.attach(r.srv, peer)
 	if err != nil {
 		s.refuse(RefusedAttach, peer.Addr, err)
 		return
 	}
-	if detach != nil {
-		defer detach()
-	}
-	codec := rpcdef.NewServerCodec(c, s.opts.MaxMessage)
-	defer func() {
-		if err := rpcdef.ReadError(codec); err != nil {
+	r.codec = rpcdef.NewServerCodec(c, s.opts.MaxMessage)
+	r.finish = func() {
+		if err := rpcdef.ReadError(r.codec); err != nil {
 			s.refuse(RefusedMessage, peer.Addr, fmt.Errorf("closed connection of %s: %w", peer.Identity, err))
 		}
-	}()
+		if detach != nil {
+			detach()
+		}
+		release()
+	}
+	served = true
 	if !s.opts.Inline {
-		srv.ServeCodec(codec)
+		r.srv.ServeCodec(r.codec) // waits for the calls in progress, and closes the codec
+		r.finish()
 		return
 	}
-	defer codec.Close()
+	r.run(r.gen.Load())
+}
+
+// reader serves one connection's requests inline: each handler runs on the
+// goroutine that read its request. A handler that is about to wait calls
+// block, and a new goroutine reads on; the old one ends once its handler
+// has returned and its reply is written. The goroutine reading when the
+// stream ends finishes the connection, after every handler has returned.
+type reader struct {
+	srv    *rpc.Server
+	codec  rpc.ServerCodec
+	finish func()
+	gen    atomic.Uint64  // which goroutine reads: the one started at this value
+	calls  sync.WaitGroup // goroutines that gave up reading and are still in a handler
+}
+
+func (r *reader) run(gen uint64) {
 	for {
-		// ServeRequest has already answered a call to an unknown method; any
-		// other error means the stream can no longer be read.
-		if err := srv.ServeRequest(codec); err != nil && !unknownMethod(err) {
+		err := r.srv.ServeRequest(r.codec)
+		if r.gen.Load() != gen {
+			r.calls.Done() // another goroutine reads now
+			return
+		}
+		// ServeRequest has already answered a call to an unknown method;
+		// any other error means the stream can no longer be read.
+		if err != nil && !unknownMethod(err) {
+			r.codec.Close() // wakes the handlers waiting on Peer.Done
+			r.calls.Wait()
+			r.finish()
 			return
 		}
 	}
+}
+
+func (r *reader) block() {
+	r.calls.Add(1)
+	go r.run(r.gen.Add(1))
 }
 
 // unknownMethod reports net/rpc's errors for a well-formed request naming a
@@ -374,20 +424,33 @@ func peerCred(c net.Conn) (*unix.Ucred, error) {
 	return cred, nil
 }
 
-// conn sets a deadline before every read and write, and closes done when
+// conn keeps a deadline on every read and write, and closes done when
 // reading stops. rw is the stream (TLS over raw, or raw itself); it is set
 // before the first Read. Close touches only raw, so the server may close a
 // connection while its handler is still setting it up.
+//
+// A deadline is moved only once it is a sixteenth of its span old: moving it
+// is a timer update in the runtime, and a heartbeat's call reads and writes
+// several times. So a connection is closed after between 15/16 and all of
+// its idle time without a request, and a write may get 1/16 less than the
+// write timeout.
 type conn struct {
 	peer        Peer // set once known, under Server.mu
 	raw, rw     net.Conn
 	idle, write time.Duration
 	done        chan struct{}
 	once        sync.Once
+
+	readSet  time.Time // when the read deadline was last moved; the reader's alone
+	writeMu  sync.Mutex
+	writeSet time.Time // when the write deadline was last moved
 }
 
 func (c *conn) Read(p []byte) (int, error) {
-	c.raw.SetReadDeadline(time.Now().Add(c.idle))
+	if now := time.Now(); now.Sub(c.readSet) >= c.idle/16 {
+		c.readSet = now
+		c.raw.SetReadDeadline(now.Add(c.idle))
+	}
 	n, err := c.rw.Read(p)
 	if err != nil {
 		c.once.Do(func() { close(c.done) })
@@ -396,7 +459,12 @@ func (c *conn) Read(p []byte) (int, error) {
 }
 
 func (c *conn) Write(p []byte) (int, error) {
-	c.raw.SetWriteDeadline(time.Now().Add(c.write))
+	c.writeMu.Lock()
+	if now := time.Now(); now.Sub(c.writeSet) >= c.write/16 {
+		c.writeSet = now
+		c.raw.SetWriteDeadline(now.Add(c.write))
+	}
+	c.writeMu.Unlock()
 	return c.rw.Write(p)
 }
 

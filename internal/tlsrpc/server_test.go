@@ -2,11 +2,13 @@ package tlsrpc
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/rpc"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/sirupsen/logrus"
@@ -93,5 +95,87 @@ func TestInlineUnknownMethodKeepsConnection(t *testing.T) {
 				t.Fatalf("%d connections open, want the one kept", n)
 			}
 		})
+	}
+}
+
+// waiter's Wait blocks, as a long poll does, until released or its
+// connection ends.
+type waiter struct {
+	peer     Peer
+	release  chan struct{}
+	waiting  chan struct{}
+	returned *atomic.Int32 // handlers that have returned
+}
+
+func (w *waiter) Wait(_ *rpcdef.Empty, _ *rpcdef.Empty) error {
+	defer w.returned.Add(1)
+	w.peer.Block()
+	w.waiting <- struct{}{}
+	select {
+	case <-w.release:
+		return nil
+	case <-w.peer.Done:
+		return errors.New("connection closed")
+	}
+}
+
+func (w *waiter) Null(_ *rpcdef.Empty, _ *rpcdef.Empty) error { return nil }
+
+// On an inline server, calls go on while a handler that called Block
+// waits; the connection's detach runs only after that handler returned.
+func TestInlineBlockingHandler(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiters := make(chan *waiter, 1)
+	var returned, detachedEarly atomic.Int32
+	detached := make(chan struct{})
+	srv, err := New(ln, nil, Options{Inline: true}, func(s *rpc.Server, p Peer) (func(), error) {
+		w := &waiter{peer: p, release: make(chan struct{}), waiting: make(chan struct{}, 4), returned: &returned}
+		waiters <- w
+		return func() {
+			if returned.Load() != 2 {
+				detachedEarly.Store(1)
+			}
+			close(detached)
+		}, s.RegisterName("W", w)
+	}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	c := rpcdef.NewConn("w", rpcdef.DialUnix(path))
+	defer c.Close()
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			errs <- c.Call(ctx, "W.Wait", &rpcdef.Empty{}, &rpcdef.Empty{})
+		}()
+	}
+	w := <-waiters
+	<-w.waiting
+	<-w.waiting // both wait at once, on one connection
+	for range 3 {
+		if err := c.Call(ctx, "W.Null", &rpcdef.Empty{}, &rpcdef.Empty{}); err != nil {
+			t.Fatalf("a call while two wait: %v", err)
+		}
+	}
+	w.release <- struct{}{}
+	if err := <-errs; err != nil {
+		t.Fatalf("released wait: %v", err)
+	}
+	c.Close() // the other ends with the connection
+	if err := <-errs; err == nil {
+		t.Fatal("a wait returned nil after its connection closed")
+	}
+	<-detached
+	if detachedEarly.Load() != 0 {
+		t.Fatal("detach ran before every handler had returned")
 	}
 }
