@@ -355,8 +355,9 @@ type SelfMonitor struct {
 	tick     time.Duration
 	lastTick time.Time // the detector loop's alone
 
-	origin  time.Time    // arrivals are kept as offsets from origin to fit an atomic
-	arrival atomic.Int64 // nanoseconds from origin to the latest arrival; noArrival before the first
+	origin  time.Time     // arrivals are kept as offsets from origin to fit an atomic
+	arrival atomic.Int64  // nanoseconds from origin to the latest arrival; noArrival before the first
+	count   atomic.Uint64 // arrivals ever
 }
 
 const noArrival = math.MinInt64
@@ -387,6 +388,7 @@ func (m *SelfMonitor) Tick(now time.Time) (stall time.Duration) {
 // concurrent use and does not allocate; an arrival older than the latest
 // recorded one is ignored.
 func (m *SelfMonitor) NoteArrival(now time.Time) {
+	m.count.Add(1)
 	t := int64(now.Sub(m.origin))
 	for {
 		old := m.arrival.Load()
@@ -395,6 +397,9 @@ func (m *SelfMonitor) NoteArrival(now time.Time) {
 		}
 	}
 }
+
+// Arrivals is how many heartbeats have arrived since the start.
+func (m *SelfMonitor) Arrivals() uint64 { return m.count.Load() }
 
 // QuietFor is how long before now the latest heartbeat from anyone arrived:
 // 0 before the first, and never negative. It is safe for concurrent use.

@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -18,6 +19,9 @@ import (
 // maxEvents is how many recent events the master keeps for watchers that
 // fall behind; one further back gets the whole roll instead.
 const maxEvents = 4096
+
+// maxReplyEvents bounds the events in one Watch reply.
+const maxReplyEvents = 256
 
 // versionReserve is added to the event version written to the roster, so
 // that versions keep growing across a master restart even though the roster
@@ -38,6 +42,8 @@ type node struct {
 	connID   uint64    // the connection of its latest call
 	closedAt time.Time // when that connection closed; zero while it is open
 	cpu      cpuRing   // its recent CPU figures, for the dashboard
+	// lateTicks counts the detector's ticks in a row that found it late.
+	lateTicks int
 }
 
 // cpuHistory is how many CPU figures are kept per node: with reports every
@@ -89,14 +95,20 @@ type Membership struct {
 	started time.Time
 	met     *masterMetrics // nil unless a Server made it
 
+	// feed is what watchers read, without taking mu: at one event,
+	// thousands of them wake at once.
+	feed atomic.Pointer[feed]
+
 	mu      sync.Mutex
 	nodes   map[string]*node
-	version uint64
-	events  []rpcdef.Event // the last maxEvents, oldest first
-	changed chan struct{}  // closed and replaced at every event
-	dirty   bool           // the roster on disk is behind
-	held    time.Time      // when verdicts were held because nobody heartbeated; zero if not
-	stopped bool           // the master is shutting down: its closing connections say nothing
+	version uint64    // feed's, kept here too for the code under mu
+	dirty   bool      // the roster on disk is behind
+	held    time.Time // when verdicts were held because nobody heartbeated; zero if not
+	crowd   time.Time // when verdicts were held because a crowd was late at once; zero if not
+	judged  []verdict // Tick's, kept to save the allocation
+	// arrivals marks the arrival count at each recent tick, oldest first.
+	arrivals []arrivalMark
+	stopped  bool // the master is shutting down: its closing connections say nothing
 	// recovering: until then, after a stall of the master itself, nobody is
 	// declared dead. The slaves' calls timed out while the master was
 	// stalled, they closed their connections and backed off, and need time
@@ -104,13 +116,24 @@ type Membership struct {
 	recovering time.Time
 }
 
+// feed is the event log at one version. It is replaced at every event,
+// never changed: events' backing array is only written past the length of
+// every feed made from it, so readers share it without a lock.
+type feed struct {
+	version uint64
+	events  []rpcdef.Event // the last maxEvents at most, oldest first
+	changed chan struct{}  // closed when the next feed replaces this one
+}
+
 // NewMembership makes an empty roll.
 func NewMembership(t Timing, log logrus.FieldLogger) *Membership {
 	t.Detector = t.Detector.WithDefaults()
-	return &Membership{
+	ms := &Membership{
 		t: t, now: time.Now, log: log, self: NewSelfMonitor(t.Tick), started: time.Now(),
-		nodes: make(map[string]*node), changed: make(chan struct{}),
+		nodes: make(map[string]*node),
 	}
+	ms.feed.Store(&feed{changed: make(chan struct{})})
+	return ms
 }
 
 // emit records an event. m.mu is held.
@@ -118,12 +141,14 @@ func (ms *Membership) emit(n *node, kind rpcdef.EventKind, reason string, now ti
 	ms.version++
 	e := rpcdef.Event{Version: ms.version, Kind: kind, Node: n.m.Name, Incarnation: n.m.Incarnation,
 		Addr: n.m.Addr, Status: n.m.Status, At: now, Reason: reason}
-	if len(ms.events) == maxEvents {
-		ms.events = slices.Delete(ms.events, 0, maxEvents/4)
+	old := ms.feed.Load()
+	events := old.events
+	if len(events) == maxEvents {
+		// A new array: readers of the old one keep it as it is.
+		events = append(make([]rpcdef.Event, 0, maxEvents), events[maxEvents/4:]...)
 	}
-	ms.events = append(ms.events, e)
-	close(ms.changed)
-	ms.changed = make(chan struct{})
+	ms.feed.Store(&feed{version: ms.version, events: append(events, e), changed: make(chan struct{})})
+	close(old.changed)
 	ms.dirty = true
 	ms.met.event(kind)
 	f := ms.log.WithFields(logrus.Fields{"peer": n.m.Name, "event": kind, "version": e.Version})
@@ -158,16 +183,17 @@ type Caller struct {
 	CertNotAfter time.Time
 }
 
-// Join admits a slave. A new incarnation replaces the old one at once.
-func (ms *Membership) Join(c Caller, inc uint64) (rpcdef.JoinReply, error) {
+// Join admits a slave. A new incarnation replaces the old one at once. The
+// reply carries the roll unless noRoll.
+func (ms *Membership) Join(c Caller, inc uint64, noRoll bool) (rpcdef.JoinReply, error) {
 	ms.mu.Lock()
-	r, err := ms.joinLocked(c, inc)
+	r, err := ms.joinLocked(c, inc, noRoll)
 	ms.mu.Unlock()
 	sortMembers(r.Members) // outside the lock: joins come by the thousand
 	return r, err
 }
 
-func (ms *Membership) joinLocked(c Caller, inc uint64) (rpcdef.JoinReply, error) {
+func (ms *Membership) joinLocked(c Caller, inc uint64, noRoll bool) (rpcdef.JoinReply, error) {
 	now := ms.now()
 	n, ok := ms.nodes[c.Node]
 	switch {
@@ -194,12 +220,15 @@ func (ms *Membership) joinLocked(c Caller, inc uint64) (rpcdef.JoinReply, error)
 			ms.emit(n, rpcdef.EventAlive, fmt.Sprintf("joined again (was %s)", was), now)
 		}
 	}
-	return rpcdef.JoinReply{
+	r := rpcdef.JoinReply{
 		Version:           ms.version,
-		Members:           ms.rollLocked(),
 		HeartbeatInterval: ms.t.Detector.Interval,
 		ReportInterval:    ms.t.Report,
-	}, nil
+	}
+	if !noRoll {
+		r.Members = ms.rollLocked()
+	}
+	return r, nil
 }
 
 // admit marks n alive on c's connection. ms.mu is held.
@@ -401,6 +430,55 @@ func (ms *Membership) Tick(now time.Time) {
 		ms.log.Infof("heartbeats arrive again after %v; verdicts resume", now.Sub(ms.held).Round(time.Millisecond))
 		ms.held = time.Time{}
 	}
+	// Judge the silent first, then act: a crowd of slaves late in the same
+	// tick is held as the master's own trouble (see massLate).
+	judged := ms.judged[:0]
+	late := 0
+	for _, n := range ms.nodes {
+		if (n.m.Status != rpcdef.StatusAlive && n.m.Status != rpcdef.StatusSuspect) || !n.closedAt.IsZero() {
+			continue
+		}
+		v := n.arr.Judge(now, &ms.t.Detector)
+		if v == VerdictAlive {
+			n.lateTicks = 0
+			continue
+		}
+		late++
+		// A verdict stands from its second tick on: by then the count
+		// above has seen whether a crowd is late, not just its first few.
+		if n.lateTicks++; n.lateTicks >= 2 {
+			judged = append(judged, verdict{n, v})
+		}
+	}
+	ms.judged = judged[:0]
+	got, want := ms.throughput(now, up)
+	behind := want >= minThroughputCheck && float64(got) < behindShare*float64(want)
+	// Once held, the hold lasts until the crowd is down to a quarter and
+	// an interval has passed for the late ones to be heard from.
+	crowded := late >= massLate(up) || behind ||
+		!ms.crowd.IsZero() && (late >= massLate(up)/4 || now.Sub(ms.crowd) < ms.t.Detector.Interval)
+	if crowded && ms.held.IsZero() && !now.Before(ms.recovering) {
+		if ms.crowd.IsZero() {
+			ms.crowd = now
+			if behind {
+				ms.log.Warnf("%d heartbeats handled in the last %v where %d slaves send %d: this master is behind (its CPU, a garbage collection), not they; holding heartbeat verdicts for up to %v",
+					got, throughputWindow, up, want, ms.t.Detector.MaxDead)
+			} else {
+				ms.log.Warnf("%d of %d slaves late in the same instant: more likely this master's host or network than theirs; holding heartbeat verdicts for up to %v",
+					late, up, ms.t.Detector.MaxDead)
+			}
+		}
+		if now.Sub(ms.crowd) < ms.t.Detector.MaxDead {
+			judged = judged[:0]
+		}
+	} else if !ms.crowd.IsZero() {
+		ms.log.Infof("heartbeat verdicts resume after %v held: %d slaves late now", now.Sub(ms.crowd).Round(time.Millisecond), late)
+		ms.crowd = time.Time{}
+	}
+	verdicts := make(map[*node]Verdict, len(judged))
+	for _, j := range judged {
+		verdicts[j.n] = j.v
+	}
 	for _, n := range ms.nodes {
 		switch n.m.Status {
 		case rpcdef.StatusAlive, rpcdef.StatusSuspect:
@@ -427,7 +505,7 @@ func (ms *Membership) Tick(now time.Time) {
 		if !ms.held.IsZero() {
 			continue
 		}
-		switch n.arr.Judge(now, &ms.t.Detector) {
+		switch verdicts[n] {
 		case VerdictDead:
 			silence := now.Sub(n.arr.Last())
 			ms.setStatus(n, rpcdef.StatusDead, now)
@@ -441,6 +519,56 @@ func (ms *Membership) Tick(now time.Time) {
 		}
 	}
 }
+
+// The master checks its own throughput before it judges anyone: over the
+// last throughputWindow, up slaves heartbeating every interval send
+// up·window/interval heartbeats. If it handled less than behindShare of
+// that, it is behind (its CPU is taken, or a garbage collection slows every
+// handler) and lateness is its own doing. Checked only where the window
+// should hold minThroughputCheck heartbeats, so that the few slaves of a
+// lab, whose heartbeats come in ones and twos, are never held.
+const (
+	throughputWindow   = 500 * time.Millisecond
+	behindShare        = 0.75
+	minThroughputCheck = 50
+)
+
+// throughput says how many heartbeats arrived over about the last
+// throughputWindow, and how many up slaves should have sent. ms.mu is held.
+func (ms *Membership) throughput(now time.Time, up int) (got, want uint64) {
+	n := ms.self.Arrivals()
+	ms.arrivals = append(ms.arrivals, arrivalMark{now, n})
+	i := 0
+	for i < len(ms.arrivals)-1 && now.Sub(ms.arrivals[i+1].at) >= throughputWindow {
+		i++
+	}
+	ms.arrivals = append(ms.arrivals[:0], ms.arrivals[i:]...)
+	first := ms.arrivals[0]
+	span := now.Sub(first.at)
+	if span < throughputWindow {
+		return 0, 0 // not a whole window yet
+	}
+	return n - first.n, uint64(float64(up) * float64(span) / float64(ms.t.Detector.Interval))
+}
+
+type arrivalMark struct {
+	at time.Time
+	n  uint64
+}
+
+type verdict struct {
+	n *node
+	v Verdict
+}
+
+// massLate is how many slaves late at once (alive or already suspect) are held to be
+// the master's trouble rather than theirs: its host stalled (a long GC, a
+// neighbour taking the CPU) or its network dropped. Hosts fail one at a
+// time; a thousand do not miss the same heartbeat together. Lifeguard
+// (HashiCorp, 2017) makes the same argument for memberlist. Never fewer
+// than 10, so that a lab of a few slaves judges each one alone; a crowd
+// still late after max_dead is judged as usual.
+func massLate(up int) int { return max(10, up/50) }
 
 // forgive moves every node's last sign of life forward by d. ms.mu is held.
 func (ms *Membership) forgive(d time.Duration) {
@@ -489,43 +617,52 @@ func sortMembers(ms []rpcdef.Member) {
 }
 
 // Since fills reply with the events after version after and returns true,
-// or returns false and a channel that is closed at the next event.
+// or returns false and a channel that is closed at the next event. It takes
+// no lock unless the watcher is too far behind and gets the whole roll.
 func (ms *Membership) Since(after uint64, reply *rpcdef.WatchReply) (bool, <-chan struct{}) {
-	ms.mu.Lock()
-	reply.Version = ms.version
-	if after == ms.version {
-		ch := ms.changed
-		ms.mu.Unlock()
-		return false, ch
+	f := ms.feed.Load()
+	if after == f.version {
+		reply.Version = f.version
+		return false, f.changed
 	}
-	if after > ms.version || len(ms.events) == 0 || after+1 < ms.events[0].Version {
+	if after > f.version || len(f.events) == 0 || after+1 < f.events[0].Version {
+		ms.mu.Lock()
 		reply.Reset = true
+		reply.Version = ms.version
 		reply.Members = ms.rollLocked()
 		ms.mu.Unlock()
 		sortMembers(reply.Members)
 		return true, nil
 	}
-	defer ms.mu.Unlock()
-	i, _ := slices.BinarySearchFunc(ms.events, after+1, func(e rpcdef.Event, v uint64) int {
-		switch {
-		case e.Version < v:
-			return -1
-		case e.Version > v:
-			return 1
-		}
-		return 0
+	i, _ := slices.BinarySearchFunc(f.events, after+1, func(e rpcdef.Event, v uint64) int {
+		return cmp.Compare(e.Version, v)
 	})
-	reply.Events = slices.Clone(ms.events[i:])
+	// At most maxReplyEvents at a time: after a storm of events, thousands
+	// of watchers each taking the whole backlog in one reply would need
+	// that much memory at once. The watcher asks again at once for the rest.
+	j := min(len(f.events), i+maxReplyEvents)
+	reply.Version = f.events[j-1].Version
+	reply.Events = slices.Clone(f.events[i:j])
 	return true, nil
+}
+
+// Pending says whether there is news for a watcher that has seen up to
+// version after (events, or a roll), and if not, returns the channel closed
+// at the next event and the current version.
+func (ms *Membership) Pending(after uint64) (bool, <-chan struct{}, uint64) {
+	f := ms.feed.Load()
+	if after == f.version {
+		return false, f.changed, f.version
+	}
+	return true, nil, f.version
 }
 
 // Recent returns the last n events (fewer if it holds fewer), oldest first,
 // and the version they lead up to: a watcher that starts from it misses
 // nothing.
 func (ms *Membership) Recent(n int) ([]rpcdef.Event, uint64) {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	return slices.Clone(ms.events[max(0, len(ms.events)-n):]), ms.version
+	f := ms.feed.Load()
+	return slices.Clone(f.events[max(0, len(f.events)-n):]), f.version
 }
 
 // CPUHistory returns each node's recent CPU figures, oldest first: those of
@@ -543,11 +680,7 @@ func (ms *Membership) CPUHistory() map[string][]CPUSample {
 }
 
 // Version is the current event version.
-func (ms *Membership) Version() uint64 {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	return ms.version
-}
+func (ms *Membership) Version() uint64 { return ms.feed.Load().version }
 
 // roster is the roll's form on disk.
 type roster struct {
@@ -629,5 +762,6 @@ func (ms *Membership) Restore(data []byte) (int, error) {
 	defer ms.mu.Unlock()
 	ms.nodes = nodes
 	ms.version = r.Version
+	ms.feed.Store(&feed{version: r.Version, changed: ms.feed.Load().changed})
 	return len(nodes), nil
 }

@@ -2,6 +2,7 @@ package masterd
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -56,13 +57,13 @@ func status(t *testing.T, ms *Membership, node string) rpcdef.Status {
 func TestJoinRejoinAndIncarnations(t *testing.T) {
 	ms := testMembership()
 	c := Caller{Node: "n1", Addr: "127.0.0.1:1", ConnID: 1}
-	if _, err := ms.Join(c, 10); err != nil {
+	if _, err := ms.Join(c, 10, false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ms.Heartbeat(c, 10); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ms.Join(c, 20); err != nil {
+	if _, err := ms.Join(c, 20, false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ms.Heartbeat(c, 10); !errors.Is(err, rpcdef.ErrStaleIncarnation) {
@@ -91,7 +92,7 @@ func TestJoinRejoinAndIncarnations(t *testing.T) {
 func TestClosedConnection(t *testing.T) {
 	ms, clk := testMembershipClock()
 	c := Caller{Node: "n1", ConnID: 7}
-	ms.Join(c, 1)
+	ms.Join(c, 1, false)
 	ms.ConnClosed("n1", 99) // another connection: no evidence about n1
 	if st := status(t, ms, "n1"); st != rpcdef.StatusAlive {
 		t.Fatalf("after an unrelated close: %s", st)
@@ -111,7 +112,7 @@ func TestClosedConnection(t *testing.T) {
 	}
 
 	// Back on a new connection within the grace: alive again, not dead.
-	ms.Join(Caller{Node: "n2", ConnID: 8}, 1)
+	ms.Join(Caller{Node: "n2", ConnID: 8}, 1, false)
 	ms.ConnClosed("n2", 8)
 	ms.Heartbeat(Caller{Node: "n2", ConnID: 9}, 1)
 	tickUntil(ms, clk, now.Add(650*time.Millisecond), now.Add(time.Second))
@@ -125,8 +126,8 @@ func TestClosedConnection(t *testing.T) {
 // is dead once the recovery ends.
 func TestStallRecovery(t *testing.T) {
 	ms, clk := testMembershipClock()
-	ms.Join(Caller{Node: "back", ConnID: 1}, 1)
-	ms.Join(Caller{Node: "gone", ConnID: 2}, 1)
+	ms.Join(Caller{Node: "back", ConnID: 1}, 1, false)
+	ms.Join(Caller{Node: "gone", ConnID: 2}, 1, false)
 	t0 := clk.t
 	ms.Tick(t0)
 	woke := t0.Add(15 * time.Second) // no ticks for 15 s: the master was stopped
@@ -157,7 +158,7 @@ func TestStallRecovery(t *testing.T) {
 // max_dead at each would stop detection.
 func TestShortLagDoesNotHoldDeaths(t *testing.T) {
 	ms, clk := testMembershipClock()
-	ms.Join(Caller{Node: "n1", ConnID: 1}, 1)
+	ms.Join(Caller{Node: "n1", ConnID: 1}, 1, false)
 	t0 := clk.t
 	ms.Tick(t0)
 	clk.t = t0.Add(300 * time.Millisecond) // a 300 ms lag
@@ -172,8 +173,8 @@ func TestShortLagDoesNotHoldDeaths(t *testing.T) {
 // Versions keep growing across a restart, and known nodes come back unknown.
 func TestRosterRestore(t *testing.T) {
 	ms := testMembership()
-	ms.Join(Caller{Node: "a", Addr: "x:1"}, 5)
-	ms.Join(Caller{Node: "b"}, 6)
+	ms.Join(Caller{Node: "a", Addr: "x:1"}, 5, false)
+	ms.Join(Caller{Node: "b"}, 6, false)
 	ms.Leave(Caller{Node: "b"}, 6, "")
 	v := ms.Version()
 	data, ok, err := ms.Snapshot()
@@ -203,10 +204,198 @@ func TestRosterRestore(t *testing.T) {
 	if _, err := next.Heartbeat(Caller{Node: "a"}, 5); !errors.Is(err, rpcdef.ErrNotJoined) {
 		t.Fatalf("heartbeat of an unknown node: %v, want not joined (join again)", err)
 	}
-	if _, err := next.Join(Caller{Node: "a"}, 5); err != nil {
+	if _, err := next.Join(Caller{Node: "a"}, 5, false); err != nil {
 		t.Fatal(err)
 	}
 	if st := status(t, next, "a"); st != rpcdef.StatusAlive {
 		t.Fatalf("a after joining again: %s", st)
+	}
+}
+
+func TestJoinWithoutRoll(t *testing.T) {
+	ms := testMembership()
+	for i, n := range []string{"a", "b", "c"} {
+		if _, err := ms.Join(Caller{Node: n, ConnID: uint64(i)}, 1, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := ms.Join(Caller{Node: "d", ConnID: 9}, 1, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Members != nil || r.Version != 4 || r.HeartbeatInterval != time.Second {
+		t.Fatalf("NoRoll join: %d members, version %d, interval %v; want none, 4, 1s", len(r.Members), r.Version, r.HeartbeatInterval)
+	}
+	if r, _ := ms.Join(Caller{Node: "a", ConnID: 0}, 1, false); len(r.Members) != 4 {
+		t.Fatalf("join with the roll: %d members, want 4", len(r.Members))
+	}
+}
+
+// TestFeedReadersDuringEvents has watchers read the feed while events are
+// made past the trim at maxEvents: each reply must be the unbroken run of
+// versions after the one asked for (and the race detector must stay quiet).
+func TestFeedReadersDuringEvents(t *testing.T) {
+	ms := testMembership()
+	ms.Join(Caller{Node: "n", ConnID: 1}, 1, false)
+	const events = maxEvents + maxEvents/2
+	done := make(chan error, 4)
+	for w := range 4 {
+		go func() {
+			after := uint64(0)
+			for after < events {
+				var r rpcdef.WatchReply
+				ok, changed := ms.Since(after, &r)
+				if !ok {
+					<-changed
+					continue
+				}
+				if r.Reset {
+					after = r.Version // fell behind the trim: the roll instead
+					continue
+				}
+				for i, e := range r.Events {
+					if e.Version != after+uint64(i)+1 {
+						done <- fmt.Errorf("watcher %d: after %d, event %d has version %d", w, after, i, e.Version)
+						return
+					}
+				}
+				if len(r.Events) == 0 || r.Events[len(r.Events)-1].Version != r.Version {
+					done <- fmt.Errorf("watcher %d: reply at version %d ends at another", w, r.Version)
+					return
+				}
+				after = r.Version
+			}
+			done <- nil
+		}()
+	}
+	for i := 1; i < events; i++ {
+		if i%2 == 1 {
+			ms.Evict("n", "test")
+		} else {
+			ms.Join(Caller{Node: "n", ConnID: uint64(i)}, 1, true)
+		}
+	}
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := ms.Version(); got != events {
+		t.Fatalf("version %d, want %d", got, events)
+	}
+	if ev, v := ms.Recent(10); len(ev) != 10 || v != events || ev[9].Version != events {
+		t.Fatalf("Recent(10): %d events up to %d", len(ev), v)
+	}
+}
+
+// A crowd of slaves late in the same tick is held as the master's trouble;
+// one late slave is judged alone, and a crowd still silent after max_dead
+// is judged too.
+func TestCrowdLateIsHeld(t *testing.T) {
+	ms, c := testMembershipClock()
+	const n = 200
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("n%03d", i)
+		ms.Join(Caller{Node: names[i], ConnID: uint64(i + 1)}, 1, true)
+	}
+	beat := func(skip func(i int) bool) {
+		for i, name := range names {
+			if !skip(i) {
+				if _, err := ms.Heartbeat(Caller{Node: name, ConnID: uint64(i + 1)}, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	start := c.t
+	for k := 1; k <= 40; k++ {
+		next := start.Add(time.Duration(k) * time.Second)
+		tickUntil(ms, c, c.t.Add(ms.t.Tick), next)
+		beat(func(int) bool { return false })
+	}
+	// One slave goes quiet: suspect within a couple of seconds.
+	from := c.t
+	for k := 1; k <= 3; k++ {
+		tickUntil(ms, c, c.t.Add(ms.t.Tick), from.Add(time.Duration(k)*time.Second))
+		beat(func(i int) bool { return i == 0 })
+	}
+	if st := status(t, ms, names[0]); st != rpcdef.StatusDead {
+		t.Fatalf("one slave silent for 3s is %s, want dead", st)
+	}
+	// Now 30 more miss the same beats (a master stall looks like this):
+	// held, for as long as max_dead.
+	from = c.t
+	for k := 1; k <= 3; k++ {
+		tickUntil(ms, c, c.t.Add(ms.t.Tick), from.Add(time.Duration(k)*time.Second))
+		beat(func(i int) bool { return i <= 30 })
+	}
+	for i := 1; i <= 30; i++ {
+		if st := status(t, ms, names[i]); st != rpcdef.StatusAlive {
+			t.Fatalf("%s, one of 30 late together for 3s, is %s; want alive (held)", names[i], st)
+		}
+	}
+	// Still silent past max_dead (5s): judged.
+	for k := 4; k <= 8; k++ {
+		tickUntil(ms, c, c.t.Add(ms.t.Tick), from.Add(time.Duration(k)*time.Second))
+		beat(func(i int) bool { return i <= 30 })
+	}
+	for i := 1; i <= 30; i++ {
+		if st := status(t, ms, names[i]); st != rpcdef.StatusDead {
+			t.Fatalf("%s, silent 8s in a crowd, is %s; want dead", names[i], st)
+		}
+	}
+	if st := status(t, ms, names[31]); st != rpcdef.StatusAlive {
+		t.Fatalf("a slave that kept heartbeating is %s", st)
+	}
+}
+
+// When the master handles far fewer heartbeats than its slaves send (its
+// CPU taken, a long GC), the lateness is its own: verdicts are held, and
+// no slave is suspect once the delayed heartbeats are handled.
+func TestMasterBehindHoldsVerdicts(t *testing.T) {
+	ms, c := testMembershipClock()
+	const n = 1000
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("n%04d", i)
+		ms.Join(Caller{Node: names[i], ConnID: uint64(i + 1)}, 1, true)
+	}
+	start := c.t
+	step := 10 * time.Millisecond
+	var queue []int // heartbeats sent but not yet handled
+	pauseFrom, pauseTo := 30*time.Second, 30*time.Second+500*time.Millisecond
+	for at := step; at <= 32*time.Second; at += step {
+		c.t = start.Add(at)
+		// Node i heartbeats every second at phase i/n.
+		for i := range n {
+			phase := time.Duration(i) * time.Second / n
+			if (at-phase)%time.Second < step && at >= phase {
+				queue = append(queue, i)
+			}
+		}
+		if at < pauseFrom || at >= pauseTo {
+			for _, i := range queue {
+				if _, err := ms.Heartbeat(Caller{Node: names[i], ConnID: uint64(i + 1)}, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			queue = queue[:0]
+		}
+		if at%ms.t.Tick == 0 {
+			ms.Tick(c.t)
+		}
+		if at == pauseTo-step && ms.crowd.IsZero() {
+			t.Fatal("the master handled no heartbeat for 490ms and did not hold its verdicts")
+		}
+	}
+	r, _ := ms.Members("")
+	for _, m := range r.Members {
+		if m.Status != rpcdef.StatusAlive {
+			t.Fatalf("%s is %s after the master fell 500ms behind", m.Name, m.Status)
+		}
+	}
+	if ev, _ := ms.Recent(maxEvents); len(ev) != n {
+		t.Fatalf("%d events, want only the %d joins", len(ev), n)
 	}
 }

@@ -30,7 +30,7 @@ func TestMetricsDetections(t *testing.T) {
 	callers := map[string]Caller{}
 	for i, n := range []string{"crashy", "silent", "leaver", "steady"} {
 		callers[n] = Caller{Node: n, Addr: "127.0.0.1:1", ConnID: uint64(i + 1)}
-		if _, err := ms.Join(callers[n], 1); err != nil {
+		if _, err := ms.Join(callers[n], 1, false); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := ms.Report(callers[n], 1, rpcdef.Resources{SampledAt: c.t, CPUCount: 2, CPUPercent: 25, Load1: 0.5,
@@ -114,7 +114,7 @@ muster_master_node_memory_available_bytes{node="steady"} 5.36870912e+08
 func TestMetricsLint(t *testing.T) {
 	ms, c, m, reg := instrumented(t)
 	cl := Caller{Node: "n1", Addr: "127.0.0.1:1", ConnID: 1}
-	if _, err := ms.Join(cl, 1); err != nil {
+	if _, err := ms.Join(cl, 1, false); err != nil {
 		t.Fatal(err)
 	}
 	ms.Report(cl, 1, rpcdef.Resources{SampledAt: c.t, CPUCount: 1, CPUPercent: 10, MemTotal: 1 << 30})
@@ -156,7 +156,7 @@ func TestHeartbeatAllocs(t *testing.T) {
 	withMetrics, mc, _, _ := instrumented(t)
 	cl := Caller{Node: "n1", Addr: "127.0.0.1:1", ConnID: 1}
 	for _, ms := range []*Membership{plain, withMetrics} {
-		if _, err := ms.Join(cl, 1); err != nil {
+		if _, err := ms.Join(cl, 1, false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -178,7 +178,7 @@ func TestHeartbeatAllocs(t *testing.T) {
 func TestCPUHistory(t *testing.T) {
 	ms, c := testMembershipClock()
 	cl := Caller{Node: "n1", Addr: "127.0.0.1:1", ConnID: 1}
-	if _, err := ms.Join(cl, 1); err != nil {
+	if _, err := ms.Join(cl, 1, false); err != nil {
 		t.Fatal(err)
 	}
 	t0 := c.t
@@ -199,7 +199,7 @@ func TestCPUHistory(t *testing.T) {
 		}
 	}
 	// A new incarnation starts afresh.
-	if _, err := ms.Join(cl, 2); err != nil {
+	if _, err := ms.Join(cl, 2, false); err != nil {
 		t.Fatal(err)
 	}
 	if h := ms.CPUHistory()["n1"]; len(h) != 0 {
@@ -210,7 +210,7 @@ func TestCPUHistory(t *testing.T) {
 func TestRecent(t *testing.T) {
 	ms := testMembership()
 	for i, n := range []string{"a", "b", "c"} {
-		if _, err := ms.Join(Caller{Node: n, ConnID: uint64(i)}, 1); err != nil {
+		if _, err := ms.Join(Caller{Node: n, ConnID: uint64(i)}, 1, false); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -50,6 +50,7 @@ type Server struct {
 	regDial   rpcdef.Dialer
 	roster    string
 	pprof     *http.Server
+	fanout    *pacer // paces Watch replies when an event wakes every watcher
 
 	prom    *prometheus.Registry // this master's metrics, served at /metrics
 	met     *masterMetrics
@@ -69,7 +70,8 @@ func New(cfg *conf.Master, log logrus.FieldLogger) (*Server, error) {
 	}
 	d := cfg.Detector
 	minDead, maxDead := cfg.DeadBounds()
-	s := &Server{cfg: cfg, log: log, roster: filepath.Join(cfg.StateDir, rosterFile), prom: metrics.NewRegistry()}
+	s := &Server{cfg: cfg, log: log, roster: filepath.Join(cfg.StateDir, rosterFile), prom: metrics.NewRegistry(),
+		fanout: newPacer(fanoutRate, fanoutBurst)}
 	s.met = newMasterMetrics(s.prom, cfg.HeartbeatInterval.D())
 	s.ms = NewMembership(Timing{
 		Detector: DetectorConfig{
@@ -111,6 +113,7 @@ func New(cfg *conf.Master, log logrus.FieldLogger) (*Server, error) {
 		HandshakeTimeout: cfg.HandshakeTimeout.D(),
 		IdleTimeout:      max(30*time.Second, 10*cfg.HeartbeatInterval.D()),
 		MaxConns:         cfg.MaxConns,
+		Inline:           true, // Watch, the one call that waits, calls Peer.Block
 	}
 	s.srv, err = tlsrpc.New(ln, cfg.Store.ServerConfig(), opts, s.attach, log.WithField("listener", "tls"))
 	if err != nil {

@@ -2,6 +2,7 @@ package masterd
 
 import (
 	"errors"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -57,7 +58,7 @@ func (x *Session) Join(args *rpcdef.JoinArgs, reply *rpcdef.JoinReply) error {
 	if args.Protocol != rpcdef.ProtocolVersion {
 		return rpcdef.Errorf(rpcdef.CodeIncompatible, "slave speaks protocol %d, this master speaks %d", args.Protocol, rpcdef.ProtocolVersion)
 	}
-	r, err := x.s.ms.Join(c, args.Incarnation)
+	r, err := x.s.ms.Join(c, args.Incarnation, args.NoRoll)
 	if err != nil {
 		return err
 	}
@@ -117,21 +118,37 @@ func (x *Session) Watch(args *rpcdef.WatchArgs, reply *rpcdef.WatchReply) error 
 		x.s.ms.Touch(x.peer.Identity.Name, x.peer.ConnID)
 	}
 	wait := min(max(args.Wait, 0), maxWatchWait)
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	for {
-		ok, changed := x.s.ms.Since(args.After, reply)
-		if ok {
-			return nil
+	// Up to a quarter earlier, at random: thousands of watches started
+	// together (after a fan-out, or a cold join) must not all time out in
+	// the same instant, and come back together, every WatchWait.
+	wait -= rand.N(wait/4 + 1)
+	blocked := false
+	block := func() {
+		if !blocked {
+			blocked = true
+			x.peer.Block() // the connection's other calls go on meanwhile
 		}
+	}
+	if news, changed, version := x.s.ms.Pending(args.After); !news {
+		block()
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
 		select {
 		case <-changed:
 		case <-timer.C:
+			reply.Version = version
 			return nil
 		case <-x.peer.Done:
 			return errors.New("connection closed")
 		}
 	}
+	// Every reply with news takes its turn (see pacer); what happens
+	// meanwhile goes in the same reply.
+	if !x.s.fanout.wait(time.Now(), x.peer.Done, block) {
+		return errors.New("connection closed")
+	}
+	x.s.ms.Since(args.After, reply)
+	return nil
 }
 
 // Null answers at once.

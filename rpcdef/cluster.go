@@ -79,12 +79,16 @@ type JoinArgs struct {
 	Node        string
 	Incarnation uint64
 	Protocol    int
+	// NoRoll leaves the roll out of the reply, for a caller that keeps no
+	// view of the others. The roll is O(N) bytes per join, so a cold join of
+	// N such callers moves O(N²); slaved keeps a view and asks for it.
+	NoRoll bool
 }
 
 // JoinReply admits a slave and tells it how to behave.
 type JoinReply struct {
-	Version           uint64 // the current event version
-	Members           []Member
+	Version           uint64   // the current event version
+	Members           []Member // the roll at Version; nil if the caller set NoRoll
 	HeartbeatInterval time.Duration
 	ReportInterval    time.Duration
 	Master            string // the master's identity
