@@ -9,6 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/muster-lab/muster/internal/daemon"
 	"github.com/muster-lab/muster/internal/loadgen"
@@ -45,13 +48,41 @@ it), then, from that directory:
       --master-pid $(pidof masterd) -n 1000 --duration 60s --at 25s --kill 10 --silence 10
   N=10,000 (ulimit -n 20000 for both loadgen and masterd):
     loadgen --registry 127.0.0.1:7111 --ca certs/ca.pem --ca-key certs/ca-key.pem \
-      --master-pid $(pidof masterd) -n 10000 --join-timeout 10m --duration 90s --at 30s \
-      --kill 10 --silence 10
+      --master-pid $(pidof masterd) -n 10000 --roll=false --watch-start ready \
+      --join-timeout 10m --duration 5m --at 60s --spacing 2s --kill 10 --silence 10
 
-Every run is bounded: --duration at most 15m, --join-timeout at most 15m.`
+At 10,000 the joins leave the roll out (--roll=false) and the watchers start
+after the cold join (--watch-start ready): with the roll in every join reply
+and every watcher told of every join, a cold join of N moves O(N²) members and
+events, 50 million at 10,000. make bench runs this set and writes
+docs/BENCHMARKS.md.
+
+Every run is bounded: --duration at most 15m, --join-timeout at most 15m.
+
+loadgen holds its own garbage collector back (as GOGC=off with GOMEMLIMIT at
+a quarter of the machine's memory, at most 8 GiB) unless GOGC or GOMEMLIMIT is
+set: one collection of the heap of 10,000 simulated slaves takes most of a
+second on two cores, and the heartbeats it delays are late at the master.`
 
 func main() {
 	os.Exit(run(os.Args[1:]))
+}
+
+// holdGC keeps the collector from running until the heap reaches a quarter
+// of the machine's memory (at most 8 GiB), unless the environment says
+// otherwise. It returns the limit, or 0 if it left the collector alone.
+func holdGC() int64 {
+	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
+		return 0
+	}
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return 0
+	}
+	limit := min(int64(si.Totalram)*int64(si.Unit)/4, 8<<30)
+	debug.SetMemoryLimit(limit)
+	debug.SetGCPercent(-1)
+	return limit
 }
 
 func run(args []string) int {
@@ -72,6 +103,7 @@ func run(args []string) int {
 	fs.IntVar(&c.JoinRate, "join-rate", c.JoinRate, "joins (TCP + TLS handshake + Join) in flight at once during the cold join")
 	fs.IntVar(&c.Watchers, "watchers", c.Watchers, "how many of the slaves keep a Watch pending; -1 is all")
 	fs.StringVar(&c.WatchStart, "watch-start", c.WatchStart, `when the watchers start: "join" (each right after its join, as slaved) or "ready" (all after the cold join)`)
+	fs.BoolVar(&c.Roll, "roll", c.Roll, "ask for the whole roll in every Join reply, as slaved does (--roll=false: the reply without it)")
 	fs.IntVar(&c.Kill, "kill", 0, "how many slaves to kill: connection closed, no Leave")
 	fs.IntVar(&c.Silence, "silence", 0, "how many slaves to silence: connection open, heartbeats stopped")
 	fs.DurationVar(&c.At, "at", c.At, "when, after the cold join, to strike the first victim")
@@ -79,6 +111,7 @@ func run(args []string) int {
 	fs.DurationVar(&c.CallTimeout, "call-timeout", c.CallTimeout, "deadline of each heartbeat and report, as slaved's call_timeout")
 	fs.IntVar(&c.MasterPID, "master-pid", 0, "masterd's `pid`, to read its CPU and RSS from /proc")
 	fs.BoolVar(&c.AllowRemote, "allow-remote", false, "allow a registry or master that is not on a loopback address")
+	pprofAddr := fs.String("pprof", "", "loopback `HOST:PORT` to serve net/http/pprof on, to profile loadgen itself")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	level := fs.String("log-level", "info", "progress log level on stderr: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -97,6 +130,17 @@ func run(args []string) int {
 	}
 
 	log := daemon.NewLogger(*level)
+	if limit := holdGC(); limit > 0 {
+		log.Debugf("garbage collection held back until the heap reaches %d MiB", limit>>20)
+	}
+	if *pprofAddr != "" {
+		srv, err := daemon.Pprof(*pprofAddr)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
+			return 1
+		}
+		defer srv.Close()
+	}
 	ctx, stop := daemon.Context()
 	defer stop()
 	res, err := loadgen.Run(ctx, c, log)

@@ -38,6 +38,9 @@ type Config struct {
 	JoinPhase  time.Duration // the cold join must end within this
 	Watchers   int           // simulated slaves that keep a Watch pending; -1 is all
 	WatchStart string        // "join": each watches right after its join, as slaved; "ready": all start after the cold join
+	// Roll asks for the roll in every Join reply, as slaved does. Without
+	// it a join is O(1) bytes instead of O(N).
+	Roll bool
 
 	Kill    int           // simulated slaves killed (connection closed, no Leave)
 	Silence int           // simulated slaves silenced (connection open, no more heartbeats)
@@ -68,6 +71,7 @@ func DefaultConfig() Config {
 		JoinPhase:   5 * time.Minute,
 		Watchers:    -1,
 		WatchStart:  WatchAtJoin,
+		Roll:        true,
 		At:          20 * time.Second,
 		Spacing:     250 * time.Millisecond,
 		CallTimeout: 2 * time.Second,

@@ -221,7 +221,7 @@ func TestWriteTableGolden(t *testing.T) {
 	at := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	lat := func(p50, p99, mx float64, n int) Latency { return Latency{Count: n, P50: p50, P99: p99, Max: mx} }
 	res := &Result{
-		Slaves: 1000, Watchers: 1000, WatchStart: WatchAtJoin, JoinRate: 64, Master: "127.0.0.1:7112", MasterPID: 4242, Steady: 40,
+		Slaves: 1000, Watchers: 1000, WatchStart: WatchAtJoin, JoinRate: 64, Roll: true, Master: "127.0.0.1:7112", MasterPID: 4242, Steady: 40,
 		ColdJoin:  ColdJoin{Joined: 1000, Seconds: 3.11, Call: lat(153, 491, 660, 1000)},
 		Heartbeat: Heartbeat{Latency: lat(0.25, 45.6, 285, 39935), PerSecond: 998.4},
 		Calls:     Calls{Reports: 8138, Watches: 39436},

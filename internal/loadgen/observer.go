@@ -63,6 +63,19 @@ func (o *observerConn) loop(ctx context.Context, r *run) {
 	}
 }
 
+// current is the master's event version now, read with a one-member
+// Members call (the whole roll is large at scale), or else the latest the
+// observer has seen: watchers that start from it are told only of what
+// happens next, not sent the whole roll because the observer lagged.
+func (o *observerConn) current(ctx context.Context, member string) uint64 {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if m, err := o.cl.Members(cctx, member); err == nil {
+		return m.Version
+	}
+	return o.version.Load()
+}
+
 // close stops the watch, which closes the connection.
 func (o *observerConn) close() {
 	o.cancel()

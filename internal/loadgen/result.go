@@ -14,6 +14,7 @@ type Result struct {
 	Watchers   int     `json:"watchers"`
 	WatchStart string  `json:"watch_start"`
 	JoinRate   int     `json:"join_rate"`
+	Roll       bool    `json:"roll"` // every Join reply carried the roll
 	Master     string  `json:"master"`
 	MasterPID  int     `json:"master_pid,omitempty"`
 	Steady     float64 `json:"steady_s"` // how long the steady phase ran
@@ -237,8 +238,12 @@ func (res *Result) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t  %s\n", name, msText(l.P50), msText(l.P99), msText(l.Max), l.Count, note)
 	}
 	cj := res.ColdJoin
-	fmt.Fprintf(tw, "cold join (all)\t\t\t%s\t%d\t  %d of %d joined, %d in flight, %d failed attempts\n",
-		msText(cj.Seconds*1000), cj.Joined, cj.Joined, res.Slaves, res.JoinRate, cj.Failed)
+	roll := "each reply with the roll"
+	if !res.Roll {
+		roll = "replies without the roll"
+	}
+	fmt.Fprintf(tw, "cold join (all)\t\t\t%s\t%d\t  %d of %d joined, %d in flight, %d failed attempts, %s\n",
+		msText(cj.Seconds*1000), cj.Joined, cj.Joined, res.Slaves, res.JoinRate, cj.Failed, roll)
 	row("join call", cj.Call, "TCP + TLS handshake + Join")
 	hb := res.Heartbeat
 	row("heartbeat RPC", hb.Latency, fmt.Sprintf("%.0f/s; %d failed (%d timed out, %d lost), %d skipped", hb.PerSecond, hb.Failed, hb.TimedOut, hb.Lost, hb.Skipped))

@@ -50,6 +50,8 @@ type run struct {
 	sims        []*sim
 
 	measuring atomic.Bool // heartbeat latencies are recorded
+
+	watchStop atomic.Bool // the teardown began: no more Watch calls
 	beats     Histogram   // heartbeat round trips, after the cold join
 	joins     Histogram   // join calls, handshake included
 	stats     counters
@@ -217,7 +219,7 @@ func fixedResources() rpcdef.Resources {
 // execute joins, runs the steady phase with its strikes, and tears down.
 func (r *run) execute(ctx context.Context, admin *pki.Store) (*Result, error) {
 	cfg := r.cfg
-	res := &Result{Slaves: cfg.Slaves, Master: r.addr, MasterPID: cfg.MasterPID, JoinRate: cfg.JoinRate, WatchStart: cfg.WatchStart}
+	res := &Result{Slaves: cfg.Slaves, Master: r.addr, MasterPID: cfg.MasterPID, JoinRate: cfg.JoinRate, WatchStart: cfg.WatchStart, Roll: cfg.Roll}
 	for _, s := range r.sims {
 		if s.watcher {
 			res.Watchers++
@@ -279,7 +281,7 @@ func (r *run) execute(ctx context.Context, admin *pki.Store) (*Result, error) {
 	default:
 		r.measuring.Store(true)
 		if cfg.WatchStart == WatchAtReady {
-			after := obs.version.Load()
+			after := obs.current(ctx, r.sims[0].name)
 			for _, s := range r.sims {
 				if s.watcher {
 					s.startWatch(after)
@@ -401,6 +403,10 @@ func (r *run) strike(ctx context.Context, readyAt time.Time) []*victim {
 // rest as closed connections.
 func (r *run) teardown() {
 	r.log.Info("leaving the cluster and closing the connections")
+	// Watches first: each pending one returns at the first leave and is not
+	// sent again. Otherwise every leave would go to every watcher still
+	// running, N² replies for N leaves.
+	r.watchStop.Store(true)
 	deadline := time.Now().Add(teardownLimit / 2)
 	var next atomic.Int64
 	var wg sync.WaitGroup

@@ -112,7 +112,7 @@ func (s *sim) dial(ctx context.Context) (net.Conn, error) {
 func (s *sim) join(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, joinCallTimeout)
 	defer cancel()
-	r, err := s.cl.Join(cctx, rpcdef.JoinArgs{Node: s.name, Incarnation: s.inc, Protocol: rpcdef.ProtocolVersion})
+	r, err := s.cl.Join(cctx, rpcdef.JoinArgs{Node: s.name, Incarnation: s.inc, Protocol: rpcdef.ProtocolVersion, NoRoll: !s.r.cfg.Roll})
 	if err != nil {
 		return err
 	}
@@ -256,7 +256,7 @@ func (s *sim) heartbeat() {
 func (s *sim) rejoin() error {
 	ctx, cancel := context.WithTimeout(context.Background(), joinCallTimeout)
 	defer cancel()
-	_, err := s.cl.Join(ctx, rpcdef.JoinArgs{Node: s.name, Incarnation: s.inc, Protocol: rpcdef.ProtocolVersion})
+	_, err := s.cl.Join(ctx, rpcdef.JoinArgs{Node: s.name, Incarnation: s.inc, Protocol: rpcdef.ProtocolVersion, NoRoll: !s.r.cfg.Roll})
 	return err
 }
 
@@ -281,7 +281,7 @@ func (s *sim) sendReport() {
 func (s *sim) watchLoop(after uint64) {
 	defer s.loops.Done()
 	backoff := 100 * time.Millisecond
-	for s.state.Load() == simRunning {
+	for s.state.Load() == simRunning && !s.r.watchStop.Load() {
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), rpcdef.WatchTimeout(s.r.cfg.CallTimeout))
 		r, err := s.cl.Watch(ctx, after, rpcdef.WatchWait)
