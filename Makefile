@@ -25,11 +25,25 @@ test: vet
 	./scripts/install-chromium.sh
 	$(GO) test -race -count=1 ./...
 
+# The micro-benchmarks, each command and its output kept in $(BENCH_OUT)/micro.out
+# (*.out is gitignored), then the scale set: bin/benchset writes both, with every
+# figure, into docs/BENCHMARKS.md and draws docs/bench-scale.png.
+BENCH_OUT ?= bench-out
+MICRO_OUT := $(BENCH_OUT)/micro.out
+define micro
+	@printf '%s\n' "\$$ go test $(1)" | tee -a $(MICRO_OUT)
+	$(GO) test $(1) 2>&1 | tee -a $(MICRO_OUT)
+endef
+
+bench: SHELL := /bin/bash
+bench: .SHELLFLAGS := -o pipefail -ec
 bench: build
-	$(GO) test -run '^$$' -bench 'Lookup(TLS|Unix)' -benchtime $(BENCH_CALLS) ./tests/
-	$(GO) test -run '^$$' -bench 'RPCQuery' -benchtime $(BENCH_PROCS) ./tests/
-	$(GO) test -run '^$$' -bench . -benchmem ./masterd/ ./slaved/
-	$(GO) test -run '^$$' -bench 'CrashDetection|SilentHost' -benchtime $(BENCH_TRIALS) -timeout 30m ./tests/
+	@mkdir -p $(BENCH_OUT) && : > $(MICRO_OUT)
+	$(call micro,-run '^$$' -bench 'Lookup(TLS|Unix)' -benchtime $(BENCH_CALLS) ./tests/)
+	$(call micro,-run '^$$' -bench 'RPCQuery' -benchtime $(BENCH_PROCS) ./tests/)
+	$(call micro,-run '^$$' -bench . -benchmem ./masterd/ ./slaved/)
+	$(call micro,-run '^$$' -bench 'CrashDetection|SilentHost' -benchtime $(BENCH_TRIALS) -timeout 30m ./tests/)
+	$(BIN)/benchset --micro $(MICRO_OUT)
 
 demo: build
 	./scripts/demo.sh
