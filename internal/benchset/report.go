@@ -244,32 +244,27 @@ func watchers(res *loadgen.Result) int {
 
 // peakRSS is masterd's largest RSS over the cold join and the steady phase.
 func peakRSS(u *loadgen.PhaseUsage) (float64, bool) {
-	if u == nil {
-		return 0, false
-	}
-	var peak float64
-	ok := false
-	for _, p := range []*loadgen.Usage{u.Join, u.Steady} {
-		if p != nil {
-			peak, ok = max(peak, p.PeakRSSMiB), true
-		}
-	}
-	return peak, ok
+	return peak(u, func(p *loadgen.Usage) float64 { return p.PeakRSSMiB })
 }
 
 // peakCPU is the busiest second over the cold join and the steady phase.
 func peakCPU(u *loadgen.PhaseUsage) (float64, bool) {
+	return peak(u, func(p *loadgen.Usage) float64 { return p.PeakCPUPercent })
+}
+
+// peak is the largest of a figure over the phases measured.
+func peak(u *loadgen.PhaseUsage, figure func(*loadgen.Usage) float64) (float64, bool) {
 	if u == nil {
 		return 0, false
 	}
-	var peak float64
+	var most float64
 	ok := false
 	for _, p := range []*loadgen.Usage{u.Join, u.Steady} {
 		if p != nil {
-			peak, ok = max(peak, p.PeakCPUPercent), true
+			most, ok = max(most, figure(p)), true
 		}
 	}
-	return peak, ok
+	return most, ok
 }
 
 func usageError(u *loadgen.PhaseUsage) string {

@@ -28,14 +28,21 @@ func quietLog() logrus.FieldLogger {
 
 // startUnix serves an Echo receiver on a socket in a temp dir.
 func startUnix(tb testing.TB) string {
+	path, _ := serveUnix(tb, Options{}, func(s *rpc.Server, p Peer) (func(), error) {
+		return nil, s.RegisterName("Echo", echo{})
+	})
+	return path
+}
+
+// serveUnix serves attach's receivers on a socket in a temp dir until the
+// test ends.
+func serveUnix(tb testing.TB, opts Options, attach Attach) (string, *Server) {
 	path := filepath.Join(tb.TempDir(), "s.sock")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv, err := New(ln, nil, Options{}, func(s *rpc.Server, p Peer) (func(), error) {
-		return nil, s.RegisterName("Echo", echo{})
-	}, quietLog())
+	srv, err := New(ln, nil, opts, attach, quietLog())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -43,7 +50,7 @@ func startUnix(tb testing.TB) string {
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx); close(done) }()
 	tb.Cleanup(func() { cancel(); <-done })
-	return path
+	return path, srv
 }
 
 // BenchmarkNullUnix is one Null round trip through the client helper and the server, in one process.
@@ -64,21 +71,10 @@ func BenchmarkNullUnix(b *testing.B) {
 func TestInlineUnknownMethodKeepsConnection(t *testing.T) {
 	for _, inline := range []bool{false, true} {
 		t.Run(map[bool]string{false: "goroutine per call", true: "inline"}[inline], func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "s.sock")
-			ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv, err := New(ln, nil, Options{Inline: inline}, func(s *rpc.Server, p Peer) (func(), error) {
+			path, srv := serveUnix(t, Options{Inline: inline}, func(s *rpc.Server, p Peer) (func(), error) {
 				return nil, s.RegisterName("Echo", echo{})
-			}, quietLog())
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { srv.Serve(ctx); close(done) }()
-			defer func() { cancel(); <-done }()
+			})
+			ctx := context.Background()
 
 			c := rpcdef.NewConn("echo", rpcdef.DialUnix(path))
 			defer c.Close()
@@ -124,15 +120,10 @@ func (w *waiter) Null(_ *rpcdef.Empty, _ *rpcdef.Empty) error { return nil }
 // On an inline server, calls go on while a handler that called Block
 // waits; the connection's detach runs only after that handler returned.
 func TestInlineBlockingHandler(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "s.sock")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	waiters := make(chan *waiter, 1)
 	var returned, detachedEarly atomic.Int32
 	detached := make(chan struct{})
-	srv, err := New(ln, nil, Options{Inline: true}, func(s *rpc.Server, p Peer) (func(), error) {
+	path, _ := serveUnix(t, Options{Inline: true}, func(s *rpc.Server, p Peer) (func(), error) {
 		w := &waiter{peer: p, release: make(chan struct{}), waiting: make(chan struct{}, 4), returned: &returned}
 		waiters <- w
 		return func() {
@@ -141,14 +132,8 @@ func TestInlineBlockingHandler(t *testing.T) {
 			}
 			close(detached)
 		}, s.RegisterName("W", w)
-	}, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	})
+	ctx := context.Background()
 
 	c := rpcdef.NewConn("w", rpcdef.DialUnix(path))
 	defer c.Close()
