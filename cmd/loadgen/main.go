@@ -49,7 +49,7 @@ it), then, from that directory:
   N=10,000 (ulimit -n 20000 for both loadgen and masterd):
     loadgen --registry 127.0.0.1:7111 --ca certs/ca.pem --ca-key certs/ca-key.pem \
       --master-pid $(pidof masterd) -n 10000 --roll=false --watch-start ready \
-      --join-timeout 10m --duration 5m --at 60s --spacing 2s --kill 10 --silence 10
+      --join-timeout 10m --duration 5m --at 60s --spacing 10s --kill 10 --silence 10
 
 At 10,000 the joins leave the roll out (--roll=false) and the watchers start
 after the cold join (--watch-start ready): with the roll in every join reply
