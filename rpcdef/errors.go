@@ -82,3 +82,18 @@ func fromWire(err error) error {
 	}
 	return se
 }
+
+// MustRejoin says the master no longer counts the caller's incarnation as
+// joined: the slave must join again.
+func MustRejoin(err error) bool {
+	return errors.Is(err, ErrStaleIncarnation) || errors.Is(err, ErrNotJoined)
+}
+
+// NoAnswer says a call got no answer from the server: the connection broke,
+// could not be made, or the deadline passed (which closes it). An answer,
+// even a refusal, is not that.
+func NoAnswer(err error) bool {
+	var coded *Error
+	var server rpc.ServerError
+	return err != nil && !errors.As(err, &coded) && !errors.As(err, &server)
+}

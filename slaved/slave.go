@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/rpc"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -293,7 +292,7 @@ func (s *Slave) connected(ctx context.Context, addr string, b *backoff) error {
 			return nil
 		}
 		s.view.setJoined(false, "", "")
-		if !mustRejoin(err) {
+		if !rpcdef.MustRejoin(err) {
 			return err
 		}
 		s.log.WithField("incarnation", s.inc).Warnf("%v: joining again", err)
@@ -394,14 +393,14 @@ func (s *Slave) heartbeatLoop(ctx context.Context, cl *rpcdef.ClusterClient, eve
 		case <-kick:
 		}
 		err := s.heartbeat(ctx, cl, every)
-		if err != nil && lostConnection(err) && ctx.Err() == nil {
+		if err != nil && rpcdef.NoAnswer(err) && ctx.Err() == nil {
 			s.log.WithError(err).Warn("heartbeat failed; sending it again at once on a new connection")
 			err = s.heartbeat(ctx, cl, every)
 		}
 		switch {
 		case err == nil:
 			ok.Store(true)
-		case ctx.Err() != nil && lostConnection(err):
+		case ctx.Err() != nil && rpcdef.NoAnswer(err):
 			return nil
 		default:
 			return fmt.Errorf("heartbeat to %s: %w", cl.Target(), err)
@@ -436,9 +435,9 @@ func (s *Slave) reportLoop(ctx context.Context, cl *rpcdef.ClusterClient, every 
 		err := s.report(ctx, cl)
 		switch {
 		case err == nil:
-		case mustRejoin(err):
+		case rpcdef.MustRejoin(err):
 			return fmt.Errorf("report to %s: %w", cl.Target(), err)
-		case lostConnection(err):
+		case rpcdef.NoAnswer(err):
 			poke(kick)
 			if ctx.Err() == nil {
 				s.log.WithError(err).Warn("report failed on the connection to the master")
@@ -485,7 +484,7 @@ func (s *Slave) watchLoop(ctx context.Context, cl *rpcdef.ClusterClient, kick ch
 		if err != nil {
 			d := b.next()
 			log := s.log.WithError(err).WithField("retry_in", d.Round(time.Millisecond))
-			if lostConnection(err) || mustRejoin(err) {
+			if rpcdef.NoAnswer(err) || rpcdef.MustRejoin(err) {
 				poke(kick)
 				log.Debug("watch failed")
 			} else {
@@ -581,20 +580,6 @@ func (r *repeats) repeating() bool { return r.n >= 3 }
 
 // reset forgets the run, after a success.
 func (r *repeats) reset() { r.last, r.n = "", 0 }
-
-// mustRejoin says the master no longer counts this incarnation as joined.
-func mustRejoin(err error) bool {
-	return errors.Is(err, rpcdef.ErrStaleIncarnation) || errors.Is(err, rpcdef.ErrNotJoined)
-}
-
-// lostConnection says the call got no answer from the master: the
-// connection broke, could not be made, or the deadline passed (which closes
-// it). An answer, even a refusal, is not that.
-func lostConnection(err error) bool {
-	var coded *rpcdef.Error
-	var server rpc.ServerError
-	return err != nil && !errors.As(err, &coded) && !errors.As(err, &server)
-}
 
 // poke asks the heartbeat loop to send a heartbeat now.
 func poke(kick chan<- struct{}) {

@@ -413,10 +413,10 @@ func TestErrorClasses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := lostConnection(tt.err); got != tt.lost {
+			if got := rpcdef.NoAnswer(tt.err); got != tt.lost {
 				t.Errorf("lostConnection = %v, want %v", got, tt.lost)
 			}
-			if got := mustRejoin(tt.err); got != tt.rejoin {
+			if got := rpcdef.MustRejoin(tt.err); got != tt.rejoin {
 				t.Errorf("mustRejoin = %v, want %v", got, tt.rejoin)
 			}
 		})

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"net/rpc"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -232,7 +231,7 @@ func (s *sim) heartbeat() {
 		}
 		st.beatsFailed.Add(1)
 		switch {
-		case mustRejoin(err):
+		case rpcdef.MustRejoin(err):
 			// The master no longer counts this slave (a false death):
 			// join again, as slaved does.
 			st.rejoins.Add(1)
@@ -245,7 +244,7 @@ func (s *sim) heartbeat() {
 			// The deadline closed the connection; the next call redials.
 			st.beatsTimedOut.Add(1)
 			return
-		case !lostConnection(err):
+		case !rpcdef.NoAnswer(err):
 			s.r.log.WithField("peer", s.name).Warnf("heartbeat: %v", err)
 			return
 		}
@@ -364,17 +363,4 @@ func (s *sim) close() {
 	s.killed = true // no more dials
 	s.mu.Unlock()
 	s.cl.Close()
-}
-
-// mustRejoin says the master no longer counts this incarnation as joined.
-func mustRejoin(err error) bool {
-	return errors.Is(err, rpcdef.ErrStaleIncarnation) || errors.Is(err, rpcdef.ErrNotJoined)
-}
-
-// lostConnection says a call got no answer: the connection broke or could
-// not be made. An answer, even a refusal, is not that.
-func lostConnection(err error) bool {
-	var coded *rpcdef.Error
-	var server rpc.ServerError
-	return err != nil && !errors.As(err, &coded) && !errors.As(err, &server)
 }
