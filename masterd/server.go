@@ -170,13 +170,7 @@ func (s *Server) Membership() *Membership { return s.ms }
 
 // Reload reads the certificates again (on SIGHUP).
 func (s *Server) Reload() error {
-	if err := s.cfg.Store.Reload(); err != nil {
-		return err
-	}
-	if n := s.srv.CloseWhere(func(p tlsrpc.Peer) bool { return s.cfg.Store.Revoked(p.Serial) }); n > 0 {
-		s.log.Warnf("closed %d connections whose certificate is now revoked", n)
-	}
-	return nil
+	return tlsrpc.Reload(s.cfg.Store, s.srv, s.log)
 }
 
 // Run serves until ctx ends; then it unregisters from the registry, saves the
@@ -194,8 +188,8 @@ func (s *Server) Run(ctx context.Context) error {
 	defer stopServing()
 	context.AfterFunc(gctx, func() { s.ms.Stop(); stopServing() })
 	g.Go(func() error { return s.srv.Serve(serveCtx) })
-	g.Go(func() error { s.detect(gctx); return nil })
-	g.Go(func() error { s.saveLoop(gctx); return nil })
+	g.Go(func() error { daemon.Every(gctx, s.ms.t.Tick, s.ms.Tick); return nil })
+	g.Go(func() error { daemon.Every(gctx, saveEvery, func(time.Time) { s.save() }); return nil })
 	g.Go(func() error { s.keepLease(gctx); return nil })
 	if s.dash != nil {
 		g.Go(func() error { return s.dash.Run(gctx) })
@@ -226,32 +220,6 @@ func (s *Server) Close() error {
 	}
 	s.reg.Close()
 	return s.srv.Close()
-}
-
-func (s *Server) detect(ctx context.Context) {
-	tick := time.NewTicker(s.ms.t.Tick)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-tick.C:
-			s.ms.Tick(now)
-		}
-	}
-}
-
-func (s *Server) saveLoop(ctx context.Context) {
-	tick := time.NewTicker(saveEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			s.save()
-		}
-	}
 }
 
 func (s *Server) save() {

@@ -170,34 +170,24 @@ func (s *Server) Close() error {
 
 // Reload reads the certificates again (on SIGHUP).
 func (s *Server) Reload() error {
-	if err := s.cfg.Store.Reload(); err != nil {
-		return err
-	}
-	if n := s.tcp.CloseWhere(func(p tlsrpc.Peer) bool { return s.cfg.Store.Revoked(p.Serial) }); n > 0 {
-		s.log.Warnf("closed %d connections whose certificate is now revoked", n)
-	}
-	return nil
+	return tlsrpc.Reload(s.cfg.Store, s.tcp, s.log)
 }
 
 func (s *Server) expireLoop(ctx context.Context) {
-	tick := time.NewTicker(min(s.table.TTL()/4, time.Second))
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		gone, err := s.table.Expire()
-		if err != nil {
-			s.log.WithError(err).Error("drop expired registrations")
-			continue
-		}
-		for _, e := range gone {
-			s.met.expirations.Inc()
-			s.log.WithFields(logrus.Fields{"service": e.ServiceKey.String(), "owner": e.Owner, "state": e.State}).
-				Infof("lease expired: dropped %s at %s", e.ServiceKey, e.Addr)
-		}
+	daemon.Every(ctx, min(s.table.TTL()/4, time.Second), func(time.Time) { s.expire() })
+}
+
+// expire drops the registrations whose lease ran out.
+func (s *Server) expire() {
+	gone, err := s.table.Expire()
+	if err != nil {
+		s.log.WithError(err).Error("drop expired registrations")
+		return
+	}
+	for _, e := range gone {
+		s.met.expirations.Inc()
+		s.log.WithFields(logrus.Fields{"service": e.ServiceKey.String(), "owner": e.Owner, "state": e.State}).
+			Infof("lease expired: dropped %s at %s", e.ServiceKey, e.Addr)
 	}
 }
 

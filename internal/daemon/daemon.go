@@ -89,16 +89,19 @@ func WarnExpiry(ctx context.Context, log logrus.FieldLogger, notAfter func() tim
 		}
 	}
 	check()
-	go func() {
-		t := time.NewTicker(24 * time.Hour)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				check()
-			}
+	go Every(ctx, 24*time.Hour, func(time.Time) { check() })
+}
+
+// Every calls fn with the tick's time every d, until ctx ends.
+func Every(ctx context.Context, d time.Duration, fn func(now time.Time)) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			fn(now)
 		}
-	}()
+	}
 }

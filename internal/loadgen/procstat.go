@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/procfs"
+
+	"github.com/muster-lab/muster/internal/daemon"
 )
 
 // ProcSample is one reading of a process's CPU time and resident memory.
@@ -126,16 +128,7 @@ func (p *procSampler) takeAt(at time.Time) {
 }
 
 func (p *procSampler) loop(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			p.takeAt(time.Time{})
-		}
-	}
+	daemon.Every(ctx, every, func(time.Time) { p.takeAt(time.Time{}) })
 }
 
 // phases is the usage during the cold join and the steady phase.

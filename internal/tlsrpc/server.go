@@ -402,6 +402,18 @@ func (s *Server) CloseWhere(match func(Peer) bool) int {
 	return len(doomed)
 }
 
+// Reload reads st's certificate files again (on SIGHUP) and closes srv's
+// connections whose certificate the new revocation list names.
+func Reload(st *pki.Store, srv *Server, log logrus.FieldLogger) error {
+	if err := st.Reload(); err != nil {
+		return err
+	}
+	if n := srv.CloseWhere(func(p Peer) bool { return st.Revoked(p.Serial) }); n > 0 {
+		log.Warnf("closed %d connections whose certificate is now revoked", n)
+	}
+	return nil
+}
+
 func peerCred(c net.Conn) (*unix.Ucred, error) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
