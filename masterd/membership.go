@@ -46,6 +46,11 @@ type node struct {
 	lateTicks int
 }
 
+// up says the node counts as running: alive, or suspect and not yet dead.
+func (n *node) up() bool {
+	return n.m.Status == rpcdef.StatusAlive || n.m.Status == rpcdef.StatusSuspect
+}
+
 // cpuHistory is how many CPU figures are kept per node: with reports every
 // 5s, the last 4 minutes.
 const cpuHistory = 48
@@ -415,7 +420,7 @@ func (ms *Membership) Tick(now time.Time) {
 	// Suspects count: a steady node is suspect before it can be dead.
 	up := 0
 	for _, n := range ms.nodes {
-		if n.m.Status == rpcdef.StatusAlive || n.m.Status == rpcdef.StatusSuspect {
+		if n.up() {
 			up++
 		}
 	}
@@ -430,12 +435,14 @@ func (ms *Membership) Tick(now time.Time) {
 		ms.log.Infof("heartbeats arrive again after %v; verdicts resume", now.Sub(ms.held).Round(time.Millisecond))
 		ms.held = time.Time{}
 	}
+	// Every node gets max_dead to be heard from again after a stall.
+	recovering := now.Before(ms.recovering)
 	// Judge the silent first, then act: a crowd of slaves late in the same
 	// tick is held as the master's own trouble (see massLate).
 	judged := ms.judged[:0]
 	late := 0
 	for _, n := range ms.nodes {
-		if (n.m.Status != rpcdef.StatusAlive && n.m.Status != rpcdef.StatusSuspect) || !n.closedAt.IsZero() {
+		if !n.up() || !n.closedAt.IsZero() {
 			continue
 		}
 		v := n.arr.Judge(now, &ms.t.Detector)
@@ -457,7 +464,7 @@ func (ms *Membership) Tick(now time.Time) {
 	// an interval has passed for the late ones to be heard from.
 	crowded := late >= massLate(up) || behind ||
 		!ms.crowd.IsZero() && (late >= massLate(up)/4 || now.Sub(ms.crowd) < ms.t.Detector.Interval)
-	if crowded && ms.held.IsZero() && !now.Before(ms.recovering) {
+	if crowded && ms.held.IsZero() && !recovering {
 		if ms.crowd.IsZero() {
 			ms.crowd = now
 			if behind {
@@ -475,37 +482,26 @@ func (ms *Membership) Tick(now time.Time) {
 		ms.log.Infof("heartbeat verdicts resume after %v held: %d slaves late now", now.Sub(ms.crowd).Round(time.Millisecond), late)
 		ms.crowd = time.Time{}
 	}
-	verdicts := make(map[*node]Verdict, len(judged))
-	for _, j := range judged {
-		verdicts[j.n] = j.v
-	}
 	for _, n := range ms.nodes {
-		switch n.m.Status {
-		case rpcdef.StatusAlive, rpcdef.StatusSuspect:
-		case rpcdef.StatusUnknown:
+		if n.m.Status == rpcdef.StatusUnknown {
 			if now.Sub(n.m.StatusSince) >= ms.t.Detector.MaxDead {
 				ms.setStatus(n, rpcdef.StatusDead, now)
 				ms.emit(n, rpcdef.EventDead, fmt.Sprintf("not heard from within %v of the master's restart", ms.t.Detector.MaxDead), now)
 			}
 			continue
-		default:
-			continue
 		}
-		if now.Before(ms.recovering) {
-			continue // every node gets max_dead to be heard from again
+		if !recovering && n.up() && !n.closedAt.IsZero() && now.Sub(n.closedAt) >= ms.t.CloseGrace {
+			ms.setStatus(n, rpcdef.StatusDead, now)
+			ms.emit(n, rpcdef.EventDead, fmt.Sprintf("connection closed and not back within %v", ms.t.CloseGrace), now)
+			ms.met.detected(detectCrash)
 		}
-		if !n.closedAt.IsZero() {
-			if now.Sub(n.closedAt) >= ms.t.CloseGrace {
-				ms.setStatus(n, rpcdef.StatusDead, now)
-				ms.emit(n, rpcdef.EventDead, fmt.Sprintf("connection closed and not back within %v", ms.t.CloseGrace), now)
-				ms.met.detected(detectCrash)
-			}
-			continue
-		}
-		if !ms.held.IsZero() {
-			continue
-		}
-		switch verdicts[n] {
+	}
+	if recovering || !ms.held.IsZero() {
+		return
+	}
+	for _, j := range judged { // up, and their connections open
+		n := j.n
+		switch j.v {
 		case VerdictDead:
 			silence := now.Sub(n.arr.Last())
 			ms.setStatus(n, rpcdef.StatusDead, now)
