@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -111,13 +112,17 @@ func LoadMaster(path string) (*Master, error) {
 	c.TLS.resolve(dir)
 	resolvePath(dir, &c.StateDir)
 	resolvePath(dir, &c.RegistrySocket)
-	if err := c.Validate(path); err != nil {
+	st, err := c.TLS.load(path)
+	c.Store = st
+	if err := errors.Join(c.Validate(path), err); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// Validate checks every value and loads the certificates.
+// Validate checks every value and, if Store is loaded, that the certificate
+// is a master's of the configured cluster; file names the config in errors.
+// It reads no file: LoadMaster reads the certificates first.
 func (c *Master) Validate(file string) error {
 	ck := &checker{file: file}
 	ck.name("cluster", c.Cluster)
@@ -163,7 +168,8 @@ func (c *Master) Validate(file string) error {
 			ck.add("dashboard_listen", "%q is also the address of listen, http_listen or pprof: give it a port of its own", c.DashboardListen)
 		}
 	}
-	c.Store = c.TLS.load(ck, pki.RoleMaster, c.Cluster)
+	c.TLS.check(ck)
+	c.TLS.checkIdentity(ck, c.Store, pki.RoleMaster, c.Cluster)
 	return ck.err()
 }
 
@@ -228,13 +234,21 @@ func LoadSlave(path string) (*Slave, error) {
 	c.TLS.resolve(dir)
 	resolvePath(dir, &c.Socket)
 	resolvePath(dir, &c.RegistrySocket)
-	if err := c.Validate(path); err != nil {
+	st, err := c.TLS.load(path)
+	c.Store = st
+	if st != nil && c.Node == "" {
+		c.Node = st.Identity().Name
+	}
+	if err := errors.Join(c.Validate(path), err); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// Validate checks every value and loads the certificates.
+// Validate checks every value and, if Store is loaded, that the certificate
+// is a slave's of the configured cluster, named node (when node is set);
+// file names the config in errors. It reads no file: LoadSlave reads the
+// certificates first, and sets node from the certificate when it is "".
 func (c *Slave) Validate(file string) error {
 	ck := &checker{file: file}
 	ck.name("cluster", c.Cluster)
@@ -242,9 +256,15 @@ func (c *Slave) Validate(file string) error {
 		ck.name("node", c.Node)
 	}
 	c.RegistryRef.check(ck)
+	if len(c.Mounts) > rpcdef.MaxDisks {
+		ck.add("mounts", "lists %d filesystems; the master takes reports of at most %d", len(c.Mounts), rpcdef.MaxDisks)
+	}
 	for i, m := range c.Mounts {
-		if !filepath.IsAbs(m) {
+		switch {
+		case !filepath.IsAbs(m):
 			ck.add(fmt.Sprintf("mounts[%d]", i), "%q is not an absolute path", m)
+		case len(m) > rpcdef.MaxMountLen:
+			ck.add(fmt.Sprintf("mounts[%d]", i), "is %d bytes long; the master takes mount paths of at most %d", len(m), rpcdef.MaxMountLen)
 		}
 	}
 	if c.ProcRoot == "" {
@@ -253,16 +273,10 @@ func (c *Slave) Validate(file string) error {
 	ck.duration("call_timeout", c.CallTimeout, 50*time.Millisecond, time.Minute)
 	ck.duration("max_backoff", c.MaxBackoff, 50*time.Millisecond, 10*time.Minute)
 	ck.logLevel(c.LogLevel)
-	c.Store = c.TLS.load(ck, pki.RoleSlave, c.Cluster)
-	if c.Store != nil {
-		name := c.Store.Identity().Name
-		switch {
-		case c.Node == "":
-			c.Node = name
-		case c.Node != name:
-			ck.add("node", "certificate %s is for slave %s but the config says node = %q; a slave's name is the one in its certificate",
-				filepath.Base(c.TLS.Cert), name, c.Node)
-		}
+	c.TLS.check(ck)
+	if id, ok := c.TLS.checkIdentity(ck, c.Store, pki.RoleSlave, c.Cluster); ok && c.Node != "" && c.Node != id.Name {
+		ck.add("node", "certificate %s is for slave %s but the config says node = %q; a slave's name is the one in its certificate",
+			filepath.Base(c.TLS.Cert), id.Name, c.Node)
 	}
 	return ck.err()
 }

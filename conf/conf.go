@@ -100,35 +100,48 @@ func (t *TLS) resolve(dir string) {
 	}
 }
 
-// load checks the files and that the certificate is the right role for the
-// daemon and names the configured cluster.
-func (t TLS) load(c *checker, role pki.Role, cluster string) *pki.Store {
-	missing := false
+// check reports the certificate files that are not named. It reads none of
+// them: load does.
+func (t TLS) check(c *checker) {
 	for _, f := range []struct{ key, path string }{{"tls.ca", t.CA}, {"tls.cert", t.Cert}, {"tls.key", t.Key}} {
 		if f.path == "" {
 			c.add(f.key, "missing: give the path of a PEM file made by certgen")
-			missing = true
 		}
 	}
-	if missing {
-		return nil
+}
+
+// load reads the certificate files, for the Load functions. A file that is
+// not named is left to check to report: load then returns no store and no
+// error.
+func (t TLS) load(file string) (*pki.Store, error) {
+	if t.CA == "" || t.Cert == "" || t.Key == "" {
+		return nil, nil
 	}
 	st, err := pki.Load(pki.Files{CA: t.CA, Cert: t.Cert, Key: t.Key, CRL: t.CRL})
 	if err != nil {
-		c.add("tls", "%v", err)
-		return nil
+		return nil, &Error{File: file, Key: "tls", Msg: err.Error()}
 	}
-	id := st.Identity()
+	return st, nil
+}
+
+// checkIdentity reports a loaded certificate that is not of the daemon's
+// role or does not name the configured cluster. It returns the identity,
+// or ok = false if there is no store or it does not fit.
+func (t TLS) checkIdentity(c *checker, st *pki.Store, role pki.Role, cluster string) (id pki.Identity, ok bool) {
+	if st == nil {
+		return pki.Identity{}, false
+	}
+	id = st.Identity()
 	if id.Role != role {
 		c.add("tls.cert", "certificate %s is for %s, a %s; this daemon needs a %s certificate (certgen issue --role %s --name NAME)",
 			filepath.Base(t.Cert), id, id.Role, role, role)
-		return nil
+		return id, false
 	}
 	if pki.ValidName(cluster) == nil && id.Cluster != cluster {
 		c.add("tls.cert", "certificate %s is for cluster %q but the config says cluster = %q", filepath.Base(t.Cert), id.Cluster, cluster)
-		return nil
+		return id, false
 	}
-	return st
+	return id, true
 }
 
 // Duration is a time.Duration written as a string: "1s", "250ms".

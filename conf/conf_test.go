@@ -486,3 +486,39 @@ func TestMasterExample(t *testing.T) {
 		t.Errorf("example: http_listen = %q, dashboard_listen = %q", c.HTTPListen, c.DashboardListen)
 	}
 }
+
+// TestValidateReadsNoFile checks the split between reading the certificates
+// (LoadMaster) and Validate: Validate judges the loaded store's identity
+// against the config, and without a store reads nothing.
+func TestValidateReadsNoFile(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("examples", "master.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadMaster(writeConfig(t, "master.toml", data))
+	if err != nil {
+		t.Fatalf("LoadMaster(example): %v", err)
+	}
+	if err := c.Validate("again"); err != nil {
+		t.Errorf("a loaded config does not validate again: %v", err)
+	}
+
+	other := *c
+	other.Cluster = "other"
+	err = other.Validate("again")
+	if err == nil || !strings.Contains(err.Error(), `again: tls.cert: certificate master-m1.pem is for cluster "lab" but the config says cluster = "other"`) {
+		t.Errorf("Validate with the store of another cluster: %v", err)
+	}
+
+	unloaded := *c
+	unloaded.Store = nil
+	unloaded.TLS = TLS{CA: "/nonexistent/ca.pem", Cert: "/nonexistent/m1.pem", Key: "/nonexistent/m1-key.pem"}
+	if err := unloaded.Validate("again"); err != nil {
+		t.Errorf("Validate read the certificate files: %v", err)
+	}
+	unloaded.TLS = TLS{}
+	err = unloaded.Validate("again")
+	if err == nil || !strings.Contains(err.Error(), "again: tls.cert: missing") {
+		t.Errorf("Validate with no certificate files named: %v", err)
+	}
+}

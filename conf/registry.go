@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -84,14 +85,17 @@ func LoadRegistry(path string) (*Registry, error) {
 	c.TLS.resolve(dir)
 	resolvePath(dir, &c.Socket)
 	resolvePath(dir, &c.StateDir)
-	if err := c.Validate(path); err != nil {
+	st, err := c.TLS.load(path)
+	c.Store = st
+	if err := errors.Join(c.Validate(path), err); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// Validate checks every value and loads the certificates; file names the
-// config in errors.
+// Validate checks every value and, if Store is loaded, that the certificate
+// is a registry's of the configured cluster; file names the config in
+// errors. It reads no file: LoadRegistry reads the certificates first.
 func (c *Registry) Validate(file string) error {
 	ck := &checker{file: file}
 	ck.name("cluster", c.Cluster)
@@ -123,7 +127,8 @@ func (c *Registry) Validate(file string) error {
 			}
 		}
 	}
-	c.Store = c.TLS.load(ck, pki.RoleRegistry, c.Cluster)
+	c.TLS.check(ck)
+	c.TLS.checkIdentity(ck, c.Store, pki.RoleRegistry, c.Cluster)
 	return ck.err()
 }
 
