@@ -5,7 +5,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -114,15 +113,8 @@ func run(args []string) int {
 	pprofAddr := fs.String("pprof", "", "loopback `HOST:PORT` to serve net/http/pprof on, to profile loadgen itself")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	level := fs.String("log-level", "info", "progress log level on stderr: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "loadgen: unexpected arguments %q\n", fs.Args())
-		return 2
+	if code, done := daemon.Parse(fs, args, os.Stdout, os.Stderr); done {
+		return code
 	}
 	if err := c.Validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)

@@ -5,6 +5,7 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"os"
 
 	"github.com/muster-lab/muster/conf"
@@ -12,37 +13,58 @@ import (
 	"github.com/muster-lab/muster/slaved"
 )
 
-func main() {
-	fs := flag.NewFlagSet("slaved", flag.ExitOnError)
-	daemon.Usage(fs, "slaved [--config FILE]",
+func main() { os.Exit(run(os.Args[1:])) }
+
+// run is slaved; it returns the exit status once its deferred cleanup has run.
+func run(args []string) int {
+	ctx, stop := daemon.Context()
+	defer stop()
+	fs := flag.NewFlagSet("slaved", flag.ContinueOnError)
+	daemon.Usage(fs, "slaved [--config FILE] [--check]",
 		"Joins a muster cluster as the node named in its slave certificate. It looks up\n"+
 			"ClusterService/CLUSTER in the registry (it is never told the master's address),\n"+
 			"accepts only a server with a master certificate, heartbeats at the interval the\n"+
 			"master sets, reports CPU, memory, disk and network use, and keeps a view of every\n"+
 			"member, which 'rpc-query view --slave-socket PATH' reads from its local socket.\n"+
 			"A lost master is looked up again with backoff. SIGHUP reloads the certificates;\n"+
-			"SIGTERM leaves the cluster gracefully and stops. See conf/examples/slave.toml.")
+			"SIGTERM leaves the cluster gracefully and stops. See conf/examples/slave.toml.\n\n"+
+			"Exit status: 0 after SIGTERM or a valid --check, 1 on a bad config or a\n"+
+			"failure, 2 on a bad command line.")
 	path := fs.String("config", "/etc/muster/slave.toml", "config `file`")
-	fs.Parse(os.Args[1:])
+	check := fs.Bool("check", false, "check the config and its certificates, print a summary and exit (0 if valid, 1 if not); binds nothing, touches no state")
+	if code, done := daemon.Parse(fs, args, os.Stdout, os.Stderr); done {
+		return code
+	}
 
 	cfg, err := conf.LoadSlave(*path)
 	if err != nil {
-		daemon.Fatal(os.Stderr, "slaved", err)
+		return daemon.Fail(os.Stderr, "slaved", err)
+	}
+	if *check {
+		reg := cfg.Registry
+		if reg == "" {
+			reg = "socket " + cfg.RegistrySocket
+		}
+		return daemon.Valid(os.Stdout, *path, fmt.Sprintf("slave %s of cluster %s; registry %s, socket %q",
+			cfg.Node, cfg.Cluster, reg, cfg.Socket), cfg.Store.NotAfter())
 	}
 	logger := daemon.NewLogger(cfg.LogLevel)
 	log := logger.WithField("node", cfg.Node)
 	s, err := slaved.New(cfg, log)
 	if err != nil {
-		daemon.Fatal(os.Stderr, "slaved", err)
+		return daemon.Fail(os.Stderr, "slaved", err)
 	}
-	defer s.Close()
+	defer func() {
+		if err := s.Close(); err != nil {
+			log.WithError(err).Warn("close")
+		}
+		log.Info("stopped")
+	}()
 
-	ctx, stop := daemon.Context()
-	defer stop()
 	daemon.OnHangup(ctx, log, s.Reload)
 	daemon.WarnExpiry(ctx, log, cfg.Store.NotAfter, cfg.TLS.Cert)
 	if err := s.Run(ctx); err != nil {
-		daemon.Fatal(os.Stderr, "slaved", err)
+		return daemon.Fail(os.Stderr, "slaved", err)
 	}
-	log.Info("stopped")
+	return 0
 }

@@ -1,12 +1,9 @@
 // Package daemon holds what every muster daemon's main does the same way:
-// its logger, its signals and its readiness line.
+// its command line, its logger, its signals and its readiness line.
 package daemon
 
 import (
 	"context"
-	"flag"
-	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -55,21 +52,6 @@ func OnHangup(ctx context.Context, log logrus.FieldLogger, reload func() error) 
 // Ready logs the line end-to-end tests and scripts wait for.
 func Ready(log logrus.FieldLogger, fields logrus.Fields) {
 	log.WithFields(fields).Info("ready")
-}
-
-// Usage sets a flag set's help: a synopsis, a paragraph, then the flags.
-func Usage(fs *flag.FlagSet, synopsis, about string) {
-	fs.Usage = func() {
-		w := fs.Output()
-		fmt.Fprintf(w, "usage: %s\n\n%s\n\nflags:\n", synopsis, about)
-		fs.PrintDefaults()
-	}
-}
-
-// Fatal prints a one-line error for the user and exits 1.
-func Fatal(w io.Writer, prog string, err error) {
-	fmt.Fprintf(w, "%s: %v\n", prog, err)
-	os.Exit(1)
 }
 
 // ExpiryWarning is how long before its certificate expires a daemon starts

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 
+	"github.com/muster-lab/muster/internal/buildinfo"
 	"github.com/muster-lab/muster/internal/tlsrpc"
 )
 
@@ -20,14 +21,32 @@ import (
 const Namespace = "muster"
 
 // NewRegistry makes a daemon's registry, with the Go runtime's collector
-// (go_*) and the process's (process_*) already in it.
+// (go_*), the process's (process_*) and muster_build_info already in it.
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(buildinfo.Read()),
 	)
 	return reg
+}
+
+// buildInfo is muster_build_info: always 1, with the build in its labels
+// (as --version prints it), so a query can join it to any other series.
+func buildInfo(i buildinfo.Info) prometheus.Collector {
+	rev := i.Revision
+	if i.Modified {
+		rev += "+dirty"
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace:   Namespace,
+		Name:        "build_info",
+		Help:        "Always 1; the labels say which build of muster is running: module version, VCS revision, Go toolchain.",
+		ConstLabels: prometheus.Labels{"version": i.Version, "revision": rev, "goversion": i.Go},
+	})
+	g.Set(1)
+	return g
 }
 
 // Handler serves what reg gathers in the Prometheus text format. A collector

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sirupsen/logrus"
 
+	"github.com/muster-lab/muster/internal/buildinfo"
 	"github.com/muster-lab/muster/internal/tlsrpc"
 )
 
@@ -125,5 +127,41 @@ func TestServerCloseBeforeRun(t *testing.T) {
 	s.Close()
 	if err := s.Run(context.Background()); err != nil {
 		t.Errorf("Run after Close: %v", err)
+	}
+}
+
+// TestBuildInfo finds muster_build_info in every daemon's registry, with the
+// labels --version prints, and promlint content with it.
+func TestBuildInfo(t *testing.T) {
+	reg := NewRegistry()
+	i := buildinfo.Read()
+	rev := i.Revision
+	if i.Modified {
+		rev += "+dirty"
+	}
+	want := fmt.Sprintf(`
+# HELP muster_build_info Always 1; the labels say which build of muster is running: module version, VCS revision, Go toolchain.
+# TYPE muster_build_info gauge
+muster_build_info{goversion=%q,revision=%q,version=%q} 1
+`, i.Go, rev, i.Version)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "muster_build_info"); err != nil {
+		t.Error(err)
+	}
+	problems, err := testutil.GatherAndLint(reg, "muster_build_info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+
+	dirty := buildInfo(buildinfo.Info{Version: "v1.2.3", Revision: "abc123def456", Modified: true, Go: "go1.26.8"})
+	want = `
+# HELP muster_build_info Always 1; the labels say which build of muster is running: module version, VCS revision, Go toolchain.
+# TYPE muster_build_info gauge
+muster_build_info{goversion="go1.26.8",revision="abc123def456+dirty",version="v1.2.3"} 1
+`
+	if err := testutil.CollectAndCompare(dirty, strings.NewReader(want)); err != nil {
+		t.Error(err)
 	}
 }
