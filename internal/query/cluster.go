@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,25 +28,30 @@ type master struct {
 	entry rpcdef.Entry
 }
 
-// dialMaster finds the master of --cluster in the registry and makes a
-// client that reaches it over mutual TLS, accepting only a master
-// certificate. The connection itself is made at the first call.
+// dialMaster finds the master of --cluster in the registry, or takes
+// --master, and makes a client that reaches it over mutual TLS, accepting
+// only a master certificate. The connection itself is made at the first call.
 func (q *query) dialMaster(ctx context.Context) (*master, error) {
 	st, err := q.store(q.cmd)
 	if err != nil {
 		return nil, err
 	}
-	reg, err := q.registry()
-	if err != nil {
-		return nil, err
-	}
 	key := rpcdef.ServiceKey{Name: rpcdef.ClusterService, Instance: q.o.cluster}
-	e, err := reg.Lookup(ctx, key)
-	if errors.Is(err, rpcdef.ErrNotFound) {
-		return nil, fmt.Errorf("no master of cluster %s in the registry: %s is not registered (is masterd running? --cluster names another cluster; rpc-query services lists what is registered)", q.o.cluster, key)
-	}
-	if err != nil {
-		return nil, q.explain(err)
+	var e rpcdef.Entry
+	if q.o.master != "" {
+		e = rpcdef.Entry{Service: rpcdef.Service{ServiceKey: key, Addr: q.o.master}}
+	} else {
+		reg, err := q.registry()
+		if err != nil {
+			return nil, err
+		}
+		e, err = reg.Lookup(ctx, key)
+		if errors.Is(err, rpcdef.ErrNotFound) {
+			return nil, fmt.Errorf("no master of cluster %s in the registry: %s is not registered (is masterd running? --cluster names another cluster; rpc-query services lists what is registered; --master HOST:PORT skips the registry)", q.o.cluster, key)
+		}
+		if err != nil {
+			return nil, q.explain(err)
+		}
 	}
 	c := rpcdef.NewClusterClient("master at "+e.Addr, rpcdef.DialTLS(e.Addr, st.ClientConfig(pki.ExpectRole(pki.RoleMaster))))
 	return &master{clusterAPI: c, entry: e}, nil
@@ -57,10 +64,14 @@ func (q *query) explainMaster(m *master, err error) error {
 	switch {
 	case errors.As(err, &coded):
 		return fmt.Errorf("the master at %s refused: %w", addr, err)
+	case errors.Is(err, syscall.ECONNREFUSED) && q.o.master != "":
+		return fmt.Errorf("cannot reach the master at %s: connection refused (is masterd running there? --master %s skips the registry)", addr, q.o.master)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Errorf("cannot reach the master at %s: connection refused (is masterd running? the registry's entry %s is %s; rpc-query services shows it)", addr, m.entry.ServiceKey, dash(m.entry.State))
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("the master at %s did not answer within %v (is it up and reachable from here? --timeout sets the limit)", addr, q.o.timeout)
+	case strings.Contains(err.Error(), "rpc: can't find "):
+		return fmt.Errorf("the server at %s is not a master: %w", addr, plainRPC(err))
 	default:
 		return fmt.Errorf("cannot reach the master at %s: %w", addr, err)
 	}
@@ -85,11 +96,29 @@ func (q *query) members(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ms := q.filter(byName(r.Members))
-	if q.o.json {
-		return writeJSON(q.out, rollJSON{Cluster: q.o.cluster, Version: r.Version, Members: toMembersJSON(ms)})
+	p := q.printer()
+	ms := p.sorted(q.filter(r.Members), q.o.sortBy)
+	switch q.o.output {
+	case "json":
+		return writeJSON(q.out, rollJSON{Cluster: q.o.cluster, Version: r.Version, Members: p.membersJSON(ms)})
+	case "name":
+		return names(q.out, ms)
 	}
-	return q.printer().membersTable(q.out, ms, len(r.Members))
+	return p.membersTable(q.out, ms, len(r.Members), q.tableOpts())
+}
+
+func (q *query) tableOpts() tableOpts {
+	return tableOpts{wide: q.o.output == "wide", noHeaders: q.o.noHeaders}
+}
+
+// names prints one member's name a line: -o name.
+func names(w io.Writer, ms []rpcdef.Member) error {
+	for _, m := range ms {
+		if _, err := fmt.Fprintln(w, m.Name); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (q *query) member(ctx context.Context, name string) error {
@@ -117,10 +146,22 @@ func (q *query) member(ctx context.Context, name string) error {
 	if found == nil {
 		return fmt.Errorf("no member %s in cluster %s (rpc-query members lists them)", name, q.o.cluster)
 	}
-	if q.o.json {
-		return writeJSON(q.out, toMemberJSON(*found))
+	p := q.printer()
+	switch q.o.output {
+	case "json":
+		err = writeJSON(q.out, p.memberJSON(*found))
+	case "name":
+		_, err = fmt.Fprintln(q.out, found.Name)
+	default:
+		err = p.member(q.out, *found)
 	}
-	return q.printer().member(q.out, *found)
+	if err != nil {
+		return err
+	}
+	if found.Status != rpcdef.StatusAlive {
+		return notAliveError(fmt.Sprintf("%s is %s, not alive", name, dash(string(found.Status))))
+	}
+	return nil
 }
 
 func (q *query) top(ctx context.Context) error {
@@ -128,11 +169,98 @@ func (q *query) top(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ms := q.filter(r.Members)
-	if q.o.json {
-		return writeJSON(q.out, toTopJSON(ms))
+	p := q.printer()
+	ms := p.ranked(q.filter(r.Members), q.o.sortBy)
+	switch q.o.output {
+	case "json":
+		return writeJSON(q.out, p.topJSON(ms))
+	case "name":
+		return names(q.out, ms)
 	}
-	return q.printer().top(q.out, ms)
+	return p.top(q.out, ms, q.tableOpts())
+}
+
+// admin is what forget and evict ask of the master; *rpcdef.ClusterClient
+// has it.
+type admin interface {
+	Forget(ctx context.Context, node string) error
+	Evict(ctx context.Context, node, reason string) error
+}
+
+// asAdmin checks that --cert is an admin's before an admin command dials.
+func (q *query) asAdmin(cmd string) error {
+	st, err := q.store(cmd)
+	if err != nil {
+		return err
+	}
+	if id := st.Identity(); id.Role != pki.RoleAdmin {
+		return fmt.Errorf("%s needs an admin certificate, and %s is %s's (make one with certgen issue --role admin --name NAME)", cmd, q.o.cert, id)
+	}
+	return nil
+}
+
+// adminCall runs an admin command's call on the master.
+func (q *query) adminCall(ctx context.Context, cmd, node string, call func(admin) error) error {
+	if err := pki.ValidName(node); err != nil {
+		return usageError(fmt.Sprintf("%s %s: %v", cmd, node, err))
+	}
+	if q.o.cert != "" {
+		if err := q.asAdmin(cmd); err != nil {
+			return err
+		}
+	}
+	m, err := q.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	a, ok := m.clusterAPI.(admin)
+	if !ok {
+		return fmt.Errorf("the client of the master at %s cannot %s", m.entry.Addr, cmd)
+	}
+	err = call(a)
+	switch {
+	case errors.Is(err, rpcdef.ErrNotFound):
+		return fmt.Errorf("no member %s in cluster %s (rpc-query members lists them)", node, q.o.cluster)
+	case errors.Is(err, rpcdef.ErrPermission):
+		return fmt.Errorf("%s %s: the master at %s refused: %w (it takes an admin certificate)", cmd, node, m.entry.Addr, err)
+	case err != nil:
+		return q.explainMaster(m, err)
+	}
+	return nil
+}
+
+func (q *query) forget(ctx context.Context, node string) error {
+	if err := q.adminCall(ctx, "forget", node, func(a admin) error { return a.Forget(ctx, node) }); err != nil {
+		return err
+	}
+	if q.o.output == "json" {
+		return writeJSON(q.out, adminJSON{Node: node, Done: "forgotten"})
+	}
+	_, err := fmt.Fprintf(q.out, "%s forgotten: removed from the roll of cluster %s\n", node, q.o.cluster)
+	return err
+}
+
+func (q *query) evict(ctx context.Context, node string) error {
+	reason := q.o.reason
+	if reason == "" {
+		reason = "rpc-query evict"
+	}
+	if err := q.adminCall(ctx, "evict", node, func(a admin) error { return a.Evict(ctx, node, reason) }); err != nil {
+		return err
+	}
+	if q.o.output == "json" {
+		return writeJSON(q.out, adminJSON{Node: node, Done: "evicted", Reason: reason})
+	}
+	_, err := fmt.Fprintf(q.out, "%s evicted: declared dead in cluster %s (%s)\n", node, q.o.cluster, reason)
+	return err
+}
+
+// adminJSON is forget and evict -o json.
+type adminJSON struct {
+	Node   string `json:"node"`
+	Done   string `json:"done"` // "forgotten" or "evicted"
+	Reason string `json:"reason,omitempty"`
 }
 
 // watch prints the roll's summary, then every event, until ctx ends. Each
@@ -275,16 +403,19 @@ func (w *watcher) start(addr string, r rpcdef.MembersReply) error {
 	for _, m := range r.Members {
 		w.fit(m.Name)
 	}
-	if w.q.o.json {
-		return w.line(watchJSON{Type: "snapshot", Cluster: w.q.o.cluster, Master: addr, Version: r.Version, Members: toMembersJSON(byName(r.Members))})
+	if w.q.o.output == "json" {
+		return w.line(watchJSON{Type: "snapshot", Cluster: w.q.o.cluster, Master: addr, Version: r.Version, Members: w.q.printer().membersJSON(byName(r.Members))})
 	}
 	_, err := fmt.Fprintln(w.q.out, watchStart(w.q.o.cluster, addr, r.Version, r.Members))
 	return err
 }
 
 func (w *watcher) event(ev rpcdef.Event) error {
+	if !w.q.shows(ev) {
+		return nil
+	}
 	w.fit(ev.Node)
-	if w.q.o.json {
+	if w.q.o.output == "json" {
 		return w.line(eventJSON(ev))
 	}
 	_, err := fmt.Fprintln(w.q.out, w.q.printer().event(ev, w.width))
@@ -295,8 +426,8 @@ func (w *watcher) reset(version uint64, ms []rpcdef.Member) error {
 	for _, m := range ms {
 		w.fit(m.Name)
 	}
-	if w.q.o.json {
-		return w.line(watchJSON{Type: "reset", Version: version, Members: toMembersJSON(byName(ms))})
+	if w.q.o.output == "json" {
+		return w.line(watchJSON{Type: "reset", Version: version, Members: w.q.printer().membersJSON(byName(ms))})
 	}
 	return w.q.printer().reset(w.q.out, version, ms)
 }
@@ -304,7 +435,7 @@ func (w *watcher) reset(version uint64, ms []rpcdef.Member) error {
 // reconnecting and reconnected go to stdout as text; with --json they go
 // to stderr, so that stdout holds only JSON.
 func (w *watcher) reconnecting() error {
-	if w.q.o.json {
+	if w.q.o.output == "json" {
 		_, err := fmt.Fprintln(w.q.errOut, "rpc-query: lost the master; reconnecting")
 		return err
 	}
@@ -313,7 +444,7 @@ func (w *watcher) reconnecting() error {
 }
 
 func (w *watcher) reconnected(addr string) error {
-	if w.q.o.json {
+	if w.q.o.output == "json" {
 		_, err := fmt.Fprintf(w.q.errOut, "rpc-query: reconnected to the master at %s\n", addr)
 		return err
 	}
@@ -337,15 +468,21 @@ func (q *query) view(ctx context.Context) error {
 	if err != nil {
 		return q.explainSlave(err)
 	}
-	ms := q.filter(byName(v.Members))
-	if q.o.json {
+	p := q.printer()
+	ms := p.sorted(q.filter(v.Members), q.o.sortBy)
+	switch q.o.output {
+	case "json":
 		return writeJSON(q.out, viewJSON{Node: v.Node, Incarnation: v.Incarnation, Joined: v.Joined, Master: v.Master,
-			MasterAddress: v.MasterAddr, Version: v.Version, Members: toMembersJSON(ms)})
+			MasterAddress: v.MasterAddr, Version: v.Version, Members: p.membersJSON(ms)})
+	case "name":
+		return names(q.out, ms)
 	}
-	if _, err := fmt.Fprintln(q.out, viewHeader(v)); err != nil {
-		return err
+	if !q.o.noHeaders {
+		if _, err := fmt.Fprintln(q.out, viewHeader(v)); err != nil {
+			return err
+		}
 	}
-	return q.printer().membersTable(q.out, ms, len(v.Members))
+	return p.membersTable(q.out, ms, len(v.Members), q.tableOpts())
 }
 
 // explainSlave turns a failure to reach slaved into what to do about it.
@@ -357,6 +494,8 @@ func (q *query) explainSlave(err error) error {
 		return fmt.Errorf("cannot reach slaved: permission denied on %s (run as slaved's user or root)", q.o.slaveSocket)
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("slaved on %s did not answer within %v", q.o.slaveSocket, q.o.timeout)
+	case strings.Contains(err.Error(), "rpc: can't find "):
+		return fmt.Errorf("the socket %s does not serve a slave's view: is it slaved's socket? (--slave-socket; the registry's socket is --socket)", q.o.slaveSocket)
 	}
 	return err
 }

@@ -17,8 +17,133 @@ import (
 // printer formats cluster state for a terminal as of now, showing clock
 // times in loc. Tests fix both, so the output is the same on every machine.
 type printer struct {
-	now time.Time
-	loc *time.Location
+	now        time.Time
+	loc        *time.Location
+	staleAfter time.Duration // a report older than this is not current
+}
+
+// tableOpts are the flags that shape a table: -o wide and --no-headers.
+type tableOpts struct {
+	wide      bool
+	noHeaders bool
+}
+
+// current is m's latest report if its figures are current: m is not dead
+// or left, and the report is at most staleAfter old. A report without a
+// sampling time is taken as current: there is nothing to judge it by.
+func (p printer) current(m rpcdef.Member) (*rpcdef.Resources, bool) {
+	r := m.Resources
+	if r == nil || m.Status == rpcdef.StatusDead || m.Status == rpcdef.StatusLeft {
+		return nil, false
+	}
+	if !r.SampledAt.IsZero() && p.now.Sub(r.SampledAt) > p.staleAfter {
+		return nil, false
+	}
+	return r, true
+}
+
+// stale says whether m has a report that is too old to be shown as
+// current, while m itself is not dead or left.
+func (p printer) stale(m rpcdef.Member) bool {
+	if m.Resources == nil || m.Status == rpcdef.StatusDead || m.Status == rpcdef.StatusLeft {
+		return false
+	}
+	_, ok := p.current(m)
+	return !ok
+}
+
+// staleNote is what the summary line adds for members whose reports are
+// stale: "; 1 report stale (older than 10s)".
+func (p printer) staleNote(ms []rpcdef.Member) string {
+	n := 0
+	for _, m := range ms {
+		if p.stale(m) {
+			n++
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	verb := "reports"
+	if n == 1 {
+		verb = "report"
+	}
+	return fmt.Sprintf("; %d %s stale (older than %v)", n, verb, p.staleAfter)
+}
+
+// statusRank orders statuses for --sort-by status: problems first.
+func statusRank(s rpcdef.Status) int {
+	switch s {
+	case rpcdef.StatusDead:
+		return 0
+	case rpcdef.StatusSuspect:
+		return 1
+	case rpcdef.StatusUnknown:
+		return 2
+	case rpcdef.StatusLeft:
+		return 3
+	case rpcdef.StatusAlive:
+		return 4
+	}
+	return 5
+}
+
+// sorted sorts a copy of ms by key (members --sort-by): name; status,
+// problems first; cpu or mem, busiest first, members without current
+// figures last; age, longest joined first. Ties go by name.
+func (p printer) sorted(ms []rpcdef.Member, key string) []rpcdef.Member {
+	ms = byName(ms)
+	switch key {
+	case "status":
+		slices.SortStableFunc(ms, func(a, b rpcdef.Member) int { return cmp.Compare(statusRank(a.Status), statusRank(b.Status)) })
+	case "cpu", "mem":
+		return p.ranked(ms, key)
+	case "age":
+		slices.SortStableFunc(ms, func(a, b rpcdef.Member) int {
+			switch {
+			case a.JoinedAt.IsZero() && b.JoinedAt.IsZero():
+				return 0
+			case a.JoinedAt.IsZero():
+				return 1
+			case b.JoinedAt.IsZero():
+				return -1
+			}
+			return a.JoinedAt.Compare(b.JoinedAt)
+		})
+	}
+	return ms
+}
+
+// ranked sorts a copy of ms as top shows them: members with current
+// figures first, busiest first by key (cpu: then memory; mem: then CPU) or
+// by name; then the others by name, dead and left ones last.
+func (p printer) ranked(ms []rpcdef.Member, key string) []rpcdef.Member {
+	ms = byName(ms)
+	group := func(m rpcdef.Member) int {
+		if _, ok := p.current(m); ok {
+			return 0
+		}
+		if m.Status == rpcdef.StatusDead || m.Status == rpcdef.StatusLeft {
+			return 2
+		}
+		return 1
+	}
+	slices.SortStableFunc(ms, func(a, b rpcdef.Member) int {
+		ga, gb := group(a), group(b)
+		if ga != gb || ga != 0 || key == "name" {
+			return cmp.Compare(ga, gb)
+		}
+		ra, rb := a.Resources, b.Resources
+		first, second := cmp.Compare(rb.CPUPercent, ra.CPUPercent), cmp.Compare(rb.MemUsedPercent, ra.MemUsedPercent)
+		if key == "mem" {
+			first, second = second, first
+		}
+		if first != 0 {
+			return first
+		}
+		return second
+	})
+	return ms
 }
 
 func newTable(w io.Writer) *tabwriter.Writer {
@@ -80,16 +205,28 @@ func byName(ms []rpcdef.Member) []rpcdef.Member {
 //
 // The columns are sized for an 80-column terminal: LAST-HB is the time since
 // the last heartbeat, INCARN the last digits of the incarnation (members
-// NAME and --json show it whole), and CERT how long the node's certificate
-// has left.
-func (p printer) membersTable(w io.Writer, ms []rpcdef.Member, total int) error {
+// NAME, -o wide and -o json show it whole), and CERT how long the node's
+// certificate has left. CPU%, MEM% and LOAD are - without current figures:
+// no report yet, a stale one, or a dead or left member. -o wide adds the
+// fullest disk and the report's age; --no-headers drops the header and the
+// summary line.
+func (p printer) membersTable(w io.Writer, ms []rpcdef.Member, total int, o tableOpts) error {
 	if len(ms) > 0 {
 		tw := newTable(w)
-		fmt.Fprintln(tw, "NAME\tADDRESS\tSTATUS\tINCARN\tLAST-HB\tCPU%\tMEM%\tLOAD\tAGE\tCERT")
+		if !o.noHeaders {
+			if o.wide {
+				fmt.Fprintln(tw, "NAME\tADDRESS\tSTATUS\tINCARNATION\tLAST-HB\tCPU%\tMEM%\tLOAD\tDISK%\tREPORT\tAGE\tCERT")
+			} else {
+				fmt.Fprintln(tw, "NAME\tADDRESS\tSTATUS\tINCARN\tLAST-HB\tCPU%\tMEM%\tLOAD\tAGE\tCERT")
+			}
+		}
 		for _, m := range ms {
-			cpu, mem, load := "-", "-", "-"
-			if r := m.Resources; r != nil {
+			cpu, mem, load, disk := "-", "-", "-", "-"
+			if r, ok := p.current(m); ok {
 				cpu, mem, load = percent(r.CPUPercent), percent(r.MemUsedPercent), fmt.Sprintf("%.2f", r.Load1)
+				if d, ok := fullestDisk(r); ok {
+					disk = percent(d.UsedPercent)
+				}
 			}
 			hb := "-"
 			if !m.LastHeartbeat.IsZero() {
@@ -99,6 +236,18 @@ func (p printer) membersTable(w io.Writer, ms []rpcdef.Member, total int) error 
 			if !m.JoinedAt.IsZero() {
 				joined = age(p.now.Sub(m.JoinedAt))
 			}
+			if o.wide {
+				report := "-"
+				if r := m.Resources; r != nil && !r.SampledAt.IsZero() {
+					report = since(p.now.Sub(r.SampledAt))
+					if p.stale(m) {
+						report += " (stale)"
+					}
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+					m.Name, dash(m.Addr), dash(string(m.Status)), m.Incarnation, hb, cpu, mem, load, disk, report, joined, p.certLeft(m.CertNotAfter))
+				continue
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 				m.Name, dash(m.Addr), dash(string(m.Status)), shortIncarnation(m.Incarnation), hb, cpu, mem, load, joined, p.certLeft(m.CertNotAfter))
 		}
@@ -106,7 +255,10 @@ func (p printer) membersTable(w io.Writer, ms []rpcdef.Member, total int) error 
 			return err
 		}
 	}
-	_, err := fmt.Fprintln(w, summary(ms, total))
+	if o.noHeaders {
+		return nil
+	}
+	_, err := fmt.Fprintln(w, summary(ms, total)+p.staleNote(ms))
 	return err
 }
 
@@ -165,7 +317,14 @@ func (p printer) member(w io.Writer, m rpcdef.Member) error {
 		line("resources", "no report yet")
 		return tw.Flush()
 	}
-	line("report sampled", "%s", p.whenOr(r.SampledAt, true, "-"))
+	switch sampled := p.whenOr(r.SampledAt, true, "-"); {
+	case m.Status == rpcdef.StatusDead || m.Status == rpcdef.StatusLeft:
+		line("report sampled", "%s (the last before it was %s: not current)", sampled, m.Status)
+	case p.stale(m):
+		line("report sampled", "%s (STALE: older than %v)", sampled, p.staleAfter)
+	default:
+		line("report sampled", "%s", sampled)
+	}
 	line("cpu count", "%d", r.CPUCount)
 	line("cpu model", "%s", dash(r.CPUModel))
 	line("cpu used", "%s%%", percent(r.CPUPercent))
@@ -214,31 +373,6 @@ func (p printer) whenOr(t time.Time, millis bool, none string) string {
 	return p.when(t, millis)
 }
 
-// busiest sorts a copy of ms as top shows them: highest CPU first, then
-// memory, then name; members without a report last, by name.
-func busiest(ms []rpcdef.Member) []rpcdef.Member {
-	ms = slices.Clone(ms)
-	slices.SortFunc(ms, func(a, b rpcdef.Member) int {
-		ra, rb := a.Resources, b.Resources
-		switch {
-		case ra == nil && rb == nil:
-		case ra == nil:
-			return 1
-		case rb == nil:
-			return -1
-		default:
-			if c := cmp.Compare(rb.CPUPercent, ra.CPUPercent); c != 0 {
-				return c
-			}
-			if c := cmp.Compare(rb.MemUsedPercent, ra.MemUsedPercent); c != 0 {
-				return c
-			}
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
-	return ms
-}
-
 // fullestDisk is the filesystem closest to full, which top shows.
 func fullestDisk(r *rpcdef.Resources) (rpcdef.DiskUsage, bool) {
 	if len(r.Disks) == 0 {
@@ -254,30 +388,62 @@ func memUsed(r *rpcdef.Resources) uint64 {
 	return r.MemTotal - r.MemAvailable
 }
 
-// top prints resources per member, busiest first, like kubectl top nodes.
-// DISK% is the fullest filesystem's.
-func (p printer) top(w io.Writer, ms []rpcdef.Member) error {
+// top prints resources per member as ranked orders them, like kubectl top
+// nodes. DISK% is the fullest filesystem's. Members without current
+// figures (no report, a stale one, dead or left) show - for each.
+func (p printer) top(w io.Writer, ms []rpcdef.Member, o tableOpts) error {
 	if len(ms) == 0 {
+		if o.noHeaders {
+			return nil
+		}
 		_, err := fmt.Fprintln(w, summary(nil, 0))
 		return err
 	}
 	tw := newTable(w)
-	fmt.Fprintln(tw, "NAME\tCPU%\tLOAD\tMEM%\tMEM-USED/TOTAL\tDISK%\tNET-RX\tNET-TX\tSTATUS")
-	for _, m := range busiest(ms) {
-		r := m.Resources
-		if r == nil {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t%s\n", m.Name, dash(string(m.Status)))
+	if !o.noHeaders {
+		if o.wide {
+			fmt.Fprintln(tw, "NAME\tCPUS\tCPU%\tLOAD\tLOAD5\tLOAD15\tMEM%\tMEM-USED/TOTAL\tDISK%\tMOUNT\tNET-RX\tNET-TX\tREPORT\tSTATUS")
+		} else {
+			fmt.Fprintln(tw, "NAME\tCPU%\tLOAD\tMEM%\tMEM-USED/TOTAL\tDISK%\tNET-RX\tNET-TX\tSTATUS")
+		}
+	}
+	for _, m := range ms {
+		status := dash(string(m.Status))
+		r, ok := p.current(m)
+		if !ok {
+			if o.wide {
+				fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t%s\n", m.Name, status)
+			} else {
+				fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t%s\n", m.Name, status)
+			}
 			continue
 		}
-		disk := "-"
+		disk, mount := "-", "-"
 		if d, ok := fullestDisk(r); ok {
-			disk = percent(d.UsedPercent)
+			disk, mount = percent(d.UsedPercent), d.Mount
+		}
+		if o.wide {
+			report := "-"
+			if !r.SampledAt.IsZero() {
+				report = since(p.now.Sub(r.SampledAt))
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, r.CPUCount, percent(r.CPUPercent),
+				r.Load1, r.Load5, r.Load15, percent(r.MemUsedPercent), bytesPair(memUsed(r), r.MemTotal), disk, mount,
+				humanRate(r.NetRxBytesPerSec), humanRate(r.NetTxBytesPerSec), report, status)
+			continue
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, percent(r.CPUPercent), r.Load1,
 			percent(r.MemUsedPercent), bytesPair(memUsed(r), r.MemTotal), disk,
-			humanRate(r.NetRxBytesPerSec), humanRate(r.NetTxBytesPerSec), dash(string(m.Status)))
+			humanRate(r.NetRxBytesPerSec), humanRate(r.NetTxBytesPerSec), status)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if note := p.staleNote(ms); note != "" && !o.noHeaders {
+		_, err := fmt.Fprintf(w, "%s: shown as -\n", strings.TrimPrefix(note, "; "))
+		return err
+	}
+	return nil
 }
 
 // clock is an event's time of day, to the millisecond.
@@ -456,14 +622,18 @@ func bytesPair(part, whole uint64) string {
 	return number(float64(part)/div, unit) + "/" + number(w, unit) + " " + unit
 }
 
-// The JSON forms. Field names are snake_case, sizes in bytes, rates in
-// bytes per second, durations in seconds; a zero time is left out.
+// The JSON forms: one schema for every command, documented in
+// docs/OPERATIONS.md ("rpc-query's JSON"). Field names are snake_case,
+// sizes in bytes, rates in bytes per second, durations and ages in seconds;
+// a zero time is left out. Incarnations are strings of decimal digits: they
+// are nanosecond start times, above 2^53, which jq and JavaScript round.
+// Event versions count events and stay numbers.
 
 type memberJSON struct {
 	Name          string         `json:"name"`
 	Address       string         `json:"address"`
 	Status        rpcdef.Status  `json:"status"`
-	Incarnation   uint64         `json:"incarnation"`
+	Incarnation   uint64         `json:"incarnation,string"`
 	JoinedAt      time.Time      `json:"joined_at,omitzero"`
 	StatusSince   time.Time      `json:"status_since,omitzero"`
 	LastHeartbeat time.Time      `json:"last_heartbeat,omitzero"`
@@ -471,8 +641,12 @@ type memberJSON struct {
 	Resources     *resourcesJSON `json:"resources"` // null before the first report
 }
 
+// resourcesJSON is a member's latest report. Stale is true when the figures
+// are not current: older than --stale-after, or the member is dead or left.
 type resourcesJSON struct {
 	SampledAt           time.Time  `json:"sampled_at,omitzero"`
+	AgeSeconds          *float64   `json:"age_seconds"` // null without sampled_at
+	Stale               bool       `json:"stale"`
 	CPUCount            int        `json:"cpu_count"`
 	CPUModel            string     `json:"cpu_model"`
 	CPUPercent          float64    `json:"cpu_percent"`
@@ -498,11 +672,22 @@ type diskJSON struct {
 	UsedPercent float64 `json:"used_percent"`
 }
 
-func toMemberJSON(m rpcdef.Member) memberJSON {
+// reportAge is how old m's report is, in seconds; nil if unknown.
+func (p printer) reportAge(m rpcdef.Member) *float64 {
+	if m.Resources == nil || m.Resources.SampledAt.IsZero() {
+		return nil
+	}
+	a := math.Round(p.now.Sub(m.Resources.SampledAt).Seconds()*1000) / 1000
+	return &a
+}
+
+func (p printer) memberJSON(m rpcdef.Member) memberJSON {
 	j := memberJSON{Name: m.Name, Address: m.Addr, Status: m.Status, Incarnation: m.Incarnation,
 		JoinedAt: m.JoinedAt, StatusSince: m.StatusSince, LastHeartbeat: m.LastHeartbeat, CertNotAfter: m.CertNotAfter}
 	if r := m.Resources; r != nil {
-		rj := &resourcesJSON{SampledAt: r.SampledAt, CPUCount: r.CPUCount, CPUModel: r.CPUModel, CPUPercent: r.CPUPercent,
+		_, current := p.current(m)
+		rj := &resourcesJSON{SampledAt: r.SampledAt, AgeSeconds: p.reportAge(m), Stale: !current,
+			CPUCount: r.CPUCount, CPUModel: r.CPUModel, CPUPercent: r.CPUPercent,
 			Load1: r.Load1, Load5: r.Load5, Load15: r.Load15,
 			MemTotalBytes: r.MemTotal, MemAvailableBytes: r.MemAvailable, MemUsedPercent: r.MemUsedPercent,
 			SwapTotalBytes: r.SwapTotal, SwapFreeBytes: r.SwapFree, Disks: []diskJSON{},
@@ -516,25 +701,30 @@ func toMemberJSON(m rpcdef.Member) memberJSON {
 	return j
 }
 
-func toMembersJSON(ms []rpcdef.Member) []memberJSON {
+func (p printer) membersJSON(ms []rpcdef.Member) []memberJSON {
 	out := make([]memberJSON, len(ms))
 	for i, m := range ms {
-		out[i] = toMemberJSON(m)
+		out[i] = p.memberJSON(m)
 	}
 	return out
 }
 
-// rollJSON is members --json: the roll at a version.
+// rollJSON is members -o json: the roll at a version.
 type rollJSON struct {
 	Cluster string       `json:"cluster"`
 	Version uint64       `json:"version"`
 	Members []memberJSON `json:"members"`
 }
 
-// topJSON is one row of top --json; the figures are null without a report.
+// topJSON is one row of top -o json. The figures are null without a
+// current report (none yet, a stale one, a dead or left member); stale
+// says the report exists but is not current, and report_age_seconds how
+// old it is.
 type topJSON struct {
 	Name                string   `json:"name"`
 	Status              string   `json:"status"`
+	Stale               bool     `json:"stale"`
+	ReportAgeSeconds    *float64 `json:"report_age_seconds"`
 	CPUPercent          *float64 `json:"cpu_percent"`
 	Load1               *float64 `json:"load1"`
 	MemUsedPercent      *float64 `json:"mem_used_percent"`
@@ -546,11 +736,14 @@ type topJSON struct {
 	NetTxBytesPerSecond *float64 `json:"net_tx_bytes_per_second"`
 }
 
-func toTopJSON(ms []rpcdef.Member) []topJSON {
+// topJSON is top -o json, in the order given.
+func (p printer) topJSON(ms []rpcdef.Member) []topJSON {
 	out := []topJSON{}
-	for _, m := range busiest(ms) {
-		j := topJSON{Name: m.Name, Status: string(m.Status)}
-		if r := m.Resources; r != nil {
+	for _, m := range ms {
+		j := topJSON{Name: m.Name, Status: string(m.Status), ReportAgeSeconds: p.reportAge(m)}
+		r, ok := p.current(m)
+		j.Stale = m.Resources != nil && !ok
+		if ok {
 			used := memUsed(r)
 			j.CPUPercent, j.Load1, j.MemUsedPercent = &r.CPUPercent, &r.Load1, &r.MemUsedPercent
 			j.MemUsedBytes, j.MemTotalBytes = &used, &r.MemTotal
@@ -564,7 +757,7 @@ func toTopJSON(ms []rpcdef.Member) []topJSON {
 	return out
 }
 
-// watchJSON is one line of watch --json. Type is "snapshot" (the first
+// watchJSON is one line of watch -o json. Type is "snapshot" (the first
 // line), "event", or "reset" (the master's history was lost; Members is the
 // whole roll).
 type watchJSON struct {
@@ -574,7 +767,7 @@ type watchJSON struct {
 	Master      string           `json:"master,omitempty"`
 	Kind        rpcdef.EventKind `json:"kind,omitempty"`
 	Node        string           `json:"node,omitempty"`
-	Incarnation uint64           `json:"incarnation,omitempty"`
+	Incarnation uint64           `json:"incarnation,omitempty,string"`
 	Address     string           `json:"address,omitempty"`
 	Status      rpcdef.Status    `json:"status,omitempty"`
 	At          time.Time        `json:"at,omitzero"`
@@ -587,10 +780,10 @@ func eventJSON(ev rpcdef.Event) watchJSON {
 		Address: ev.Addr, Status: ev.Status, At: ev.At, Reason: ev.Reason}
 }
 
-// viewJSON is view --json.
+// viewJSON is view -o json.
 type viewJSON struct {
 	Node          string       `json:"node"`
-	Incarnation   uint64       `json:"incarnation"`
+	Incarnation   uint64       `json:"incarnation,string"`
 	Joined        bool         `json:"joined"`
 	Master        string       `json:"master"`
 	MasterAddress string       `json:"master_address"`

@@ -29,10 +29,15 @@ func (f *incarnationFlag) String() string {
 	return strconv.FormatUint(f.n, 10)
 }
 
+// Set takes a whole number, quoted or not: -o json prints incarnations as
+// strings, and jq without -r keeps the quotes.
 func (f *incarnationFlag) Set(s string) error {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		s = s[1 : len(s)-1]
+	}
 	n, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
-		return fmt.Errorf("want a whole number, like the INCARNATION rpc-query members NODE shows")
+		return fmt.Errorf("want a whole number, like the incarnation rpc-query members NODE shows")
 	}
 	f.n, f.set = n, true
 	return nil
@@ -83,7 +88,7 @@ func (q *query) heartbeat(ctx context.Context, node string) error {
 	if err != nil {
 		return q.explainMaster(m, err)
 	}
-	if q.o.json {
+	if q.o.output == "json" {
 		return writeJSON(q.out, heartbeatJSON{Node: node, Incarnation: inc, Accepted: true, Version: r.Version})
 	}
 	_, err = fmt.Fprintf(q.out, "heartbeat for %s (incarnation %d) accepted at version %d\n", node, inc, r.Version)
@@ -93,7 +98,7 @@ func (q *query) heartbeat(ctx context.Context, node string) error {
 // heartbeatJSON is heartbeat --json, printed when the master accepts.
 type heartbeatJSON struct {
 	Node        string `json:"node"`
-	Incarnation uint64 `json:"incarnation"`
+	Incarnation uint64 `json:"incarnation,string"`
 	Accepted    bool   `json:"accepted"`
 	Version     uint64 `json:"version"`
 }

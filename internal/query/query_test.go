@@ -190,23 +190,33 @@ func TestCommandsGolden(t *testing.T) {
 		golden string
 		args   []string
 		width  bool // must fit 80 columns
+		code   int
 	}{
-		{"members.golden", []string{"members"}, true},
-		{"members-status.golden", []string{"members", "--status", "dead,suspect"}, true},
-		{"members-none.golden", []string{"--status", "left", "members"}, false},
-		{"members-node-1.golden", []string{"members", "node-1"}, false},
-		{"members-node-2.golden", []string{"members", "node-2"}, false},
-		{"members-node-3.golden", []string{"members", "node-3"}, false},
-		{"members.json.golden", []string{"members", "--json"}, false},
-		{"members-node-3.json.golden", []string{"--json", "members", "node-3"}, false},
-		{"top.golden", []string{"top"}, true},
-		{"top.json.golden", []string{"top", "--json"}, false},
+		{"members.golden", []string{"members"}, true, exitOK},
+		{"members-status.golden", []string{"members", "--status", "dead,suspect"}, true, exitOK},
+		{"members-none.golden", []string{"--status", "left", "members"}, false, exitOK},
+		{"members-node-1.golden", []string{"members", "node-1"}, false, exitOK},
+		{"members-node-2.golden", []string{"members", "node-2"}, false, exitNotAlive},
+		{"members-node-3.golden", []string{"members", "node-3"}, false, exitNotAlive},
+		{"members.json.golden", []string{"members", "--json"}, false, exitOK},
+		{"members-node-3.json.golden", []string{"--json", "members", "node-3"}, false, exitNotAlive},
+		{"top.golden", []string{"top"}, true, exitOK},
+		{"top.json.golden", []string{"top", "--json"}, false, exitOK},
+		{"members-wide.golden", []string{"members", "-o", "wide"}, false, exitOK},
+		{"members-name.golden", []string{"members", "-o", "name", "--sort-by", "status"}, false, exitOK},
+		{"members-glob.golden", []string{"members", "node-[12]", "--no-headers", "--sort-by", "cpu"}, true, exitOK},
+		{"members-stale.golden", []string{"members", "--stale-after", "2s"}, true, exitOK},
+		{"members-age.golden", []string{"members", "--sort-by", "age", "--no-headers"}, true, exitOK},
+		{"top-mem.golden", []string{"top", "--sort", "mem"}, true, exitOK},
+		{"top-stale.golden", []string{"top", "--stale-after", "2s"}, true, exitOK},
+		{"top-wide.golden", []string{"top", "-o", "wide", "--no-headers"}, false, exitOK},
+		{"top-name.golden", []string{"top", "-o", "name", "--name", "node-*"}, false, exitOK},
 	}
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {
 			q, out, errOut := fakeQuery(&fakeMaster{members: lab(), version: 41})
-			if code := q.main(context.Background(), tt.args); code != exitOK {
-				t.Fatalf("rpc-query %s: exit %d, stderr:\n%s", strings.Join(tt.args, " "), code, errOut)
+			if code := q.main(context.Background(), tt.args); code != tt.code {
+				t.Fatalf("rpc-query %s: exit %d, want %d; stderr:\n%s", strings.Join(tt.args, " "), code, tt.code, errOut)
 			}
 			golden(t, tt.golden, out.Bytes())
 			if tt.width {
@@ -238,14 +248,41 @@ func TestUsage(t *testing.T) {
 		{[]string{"members", "node-1", "--status", "dead"}, "--status filters the list of members: give it without a NODE"},
 		{[]string{"services", "--status", "dead"}, "--status applies to members, top and view, not services"},
 		{[]string{"watch", "--status", "dead"}, "--status applies to members, top and view, not watch"},
-		{[]string{"members", "node-1", "node-2"}, "usage: rpc-query members [NODE]"},
+		{[]string{"members", "node-1", "node-2"}, "usage: rpc-query members [NODE|GLOB]"},
 		{[]string{"members", "Node_1!"}, "members Node_1!: name"},
 		{[]string{"top", "node-1"}, "usage: rpc-query top"},
 		{[]string{"watch", "now"}, "usage: rpc-query watch"},
 		{[]string{"view", "node-1"}, "usage: rpc-query view [--slave-socket PATH]"},
 		{[]string{"--cluster", "Lab!", "members"}, "--cluster: name"},
 		{[]string{"--timeout", "0s", "members"}, "--timeout 0s: want a positive duration"},
-		{[]string{"top", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"top", "--bogus"}, "rpc-query: unknown flag --bogus (run 'rpc-query --help')\n"},
+		{[]string{"-o", "yaml", "members"}, "-o yaml: members takes -o wide, json, name, or none for a table"},
+		{[]string{"-o", "wide", "ping", "x/y"}, "-o wide: ping takes -o json, or none for a table"},
+		{[]string{"members", "--sort-by", "colour"}, `--sort-by "colour": members sorts by name, status, cpu, mem, age`},
+		{[]string{"top", "--sort", "age"}, `--sort-by "age": top sorts by cpu, mem, name`},
+		{[]string{"services", "--sort-by", "name"}, "--sort-by applies to members, top and view, not services"},
+		{[]string{"members", "node-1", "--name", "n*"}, "--name filters the members of members, top and view, not members node-1"},
+		{[]string{"members", "n*", "--name", "m*"}, "give the pattern once"},
+		{[]string{"top", "--name", "["}, `--name "[": not a valid pattern`},
+		{[]string{"watch", "--kind", "dead,exploded"}, `--kind "dead,exploded": unknown event kind "exploded": want a comma-separated list of joined, rejoined, suspect, alive, dead, left, forgotten`},
+		{[]string{"members", "--kind", "dead"}, "--node and --kind filter the events of watch, not members"},
+		{[]string{"members", "node-1", "--no-headers"}, "--no-headers applies to the tables of members, top, services and view, not members node-1"},
+		{[]string{"--json", "-o", "wide", "top"}, "--json and -o wide disagree"},
+		{[]string{"wait"}, "usage: rpc-query wait service NAME[/INSTANCE] | wait member NODE --for STATE | wait members --alive N"},
+		{[]string{"wait", "member", "node-1"}, "wait member node-1: say which state with --for: alive, suspect, dead, left, gone"},
+		{[]string{"wait", "member", "node-1", "--for", "asleep"}, `--for "asleep": want one of alive, suspect, dead, left, gone`},
+		{[]string{"wait", "members"}, "wait members: say how many with --alive N"},
+		{[]string{"wait", "members", "--alive", "two"}, `invalid value "two" for flag -alive`},
+		{[]string{"wait", "service", "x/y", "--alive", "2"}, "--alive applies to wait members, not wait service"},
+		{[]string{"wait", "cluster"}, "wait cluster: want wait service, wait member or wait members"},
+		{[]string{"wait", "service", "x/y", "-o", "json"}, "-o json: wait has only its one line of text"},
+		{[]string{"members", "--for", "alive"}, "--for and --alive apply to wait, not members"},
+		{[]string{"forget"}, "usage: rpc-query forget NODE"},
+		{[]string{"evict", "Node!"}, "evict Node!: name"},
+		{[]string{"forget", "node-1", "--reason", "gone"}, "--reason applies to evict, not forget"},
+		{[]string{"--master", "nowhere", "members"}, `--master "nowhere": want HOST:PORT`},
+		{[]string{"--stale-after", "0s", "top"}, "--stale-after 0s: want a positive duration"},
+		{[]string{}, "rpc-query: no command given (run 'rpc-query --help' for the list)\n"},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
 		{[]string{"heartbeat"}, "usage: rpc-query heartbeat NODE [--incarnation N]"},
 		{[]string{"heartbeat", "Node_1!"}, "heartbeat Node_1!: name"},
@@ -262,6 +299,9 @@ func TestUsage(t *testing.T) {
 			}
 			if code := q.main(context.Background(), tt.args); code != exitUsage {
 				t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitUsage, errOut.String())
+			}
+			if n := strings.Count(errOut.String(), "\n"); n != 1 || out.Len() != 0 {
+				t.Errorf("a usage error printed %d lines to stderr and %d bytes to stdout, want one line and nothing:\n%s", n, out.Len(), errOut.String())
 			}
 			if !strings.Contains(errOut.String(), tt.want) {
 				t.Errorf("stderr:\n%s\nwant it to contain %q", errOut.String(), tt.want)
@@ -591,21 +631,37 @@ func TestSummary(t *testing.T) {
 	}
 }
 
-func TestBusiest(t *testing.T) {
+func TestRanked(t *testing.T) {
+	r := func(cpu, mem float64, age time.Duration) *rpcdef.Resources {
+		return &rpcdef.Resources{CPUPercent: cpu, MemUsedPercent: mem, SampledAt: now.Add(-age)}
+	}
 	ms := []rpcdef.Member{
-		{Name: "e"},
-		{Name: "d", Resources: &rpcdef.Resources{CPUPercent: 10, MemUsedPercent: 20}},
-		{Name: "c", Resources: &rpcdef.Resources{CPUPercent: 10, MemUsedPercent: 50}},
-		{Name: "a"},
-		{Name: "b", Resources: &rpcdef.Resources{CPUPercent: 90}},
-		{Name: "f", Resources: &rpcdef.Resources{CPUPercent: 10, MemUsedPercent: 20}},
+		{Name: "e", Status: rpcdef.StatusAlive},
+		{Name: "d", Status: rpcdef.StatusAlive, Resources: r(10, 20, time.Second)},
+		{Name: "c", Status: rpcdef.StatusAlive, Resources: r(10, 50, time.Second)},
+		{Name: "a", Status: rpcdef.StatusAlive},
+		{Name: "b", Status: rpcdef.StatusAlive, Resources: r(90, 5, time.Second)},
+		{Name: "f", Status: rpcdef.StatusSuspect, Resources: r(10, 20, time.Second)},
+		{Name: "g", Status: rpcdef.StatusLeft, Resources: r(100, 100, time.Second)},     // left: no current figures
+		{Name: "h", Status: rpcdef.StatusAlive, Resources: r(100, 100, 11*time.Second)}, // stale
+		{Name: "i", Status: rpcdef.StatusDead, Resources: r(99, 99, time.Second)},
 	}
-	var got []string
-	for _, m := range busiest(ms) {
-		got = append(got, m.Name)
-	}
-	if want := "b c d f a e"; strings.Join(got, " ") != want {
-		t.Errorf("busiest order %v, want %s", got, want)
+	p := printer{now: now, loc: time.UTC, staleAfter: defaultStaleAfter}
+	for _, tt := range []struct{ key, want string }{
+		{"cpu", "b c d f a e h g i"},
+		{"mem", "c d f b a e h g i"},
+		{"name", "b c d f a e h g i"},
+	} {
+		var got []string
+		for _, m := range p.ranked(ms, tt.key) {
+			got = append(got, m.Name)
+		}
+		if tt.key == "name" {
+			tt.want = "b c d f a e h g i"
+		}
+		if strings.Join(got, " ") != tt.want {
+			t.Errorf("ranked by %s: %v, want %s", tt.key, got, tt.want)
+		}
 	}
 }
 
@@ -799,7 +855,7 @@ func TestMasterErrors(t *testing.T) {
 	t.Run("not registered", func(t *testing.T) {
 		l := newTestLab(t)
 		code, _, errOut := l.run(t, "watch", "--cluster", "prod")
-		want := "rpc-query: no master of cluster prod in the registry: ClusterService/prod is not registered (is masterd running? --cluster names another cluster; rpc-query services lists what is registered)\n"
+		want := "rpc-query: no master of cluster prod in the registry: ClusterService/prod is not registered (is masterd running? --cluster names another cluster; rpc-query services lists what is registered; --master HOST:PORT skips the registry)\n"
 		if code != exitFail || errOut != want {
 			t.Errorf("exit %d, stderr %q; want exit 1, %q", code, errOut, want)
 		}
@@ -929,7 +985,7 @@ func TestHeartbeat(t *testing.T) {
 		},
 		{
 			args:    []string{"--json", "heartbeat", "node-1"},
-			stdout:  "{\n  \"node\": \"node-1\",\n  \"incarnation\": 1718031600123456789,\n  \"accepted\": true,\n  \"version\": 41\n}\n",
+			stdout:  "{\n  \"node\": \"node-1\",\n  \"incarnation\": \"1718031600123456789\",\n  \"accepted\": true,\n  \"version\": 41\n}\n",
 			sentInc: 1718031600123456789,
 		},
 		{
