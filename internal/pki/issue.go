@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"net"
 	"net/url"
+	"slices"
 	"time"
 )
 
@@ -30,12 +31,16 @@ type CA struct {
 	Key     *ecdsa.PrivateKey
 }
 
-// NewCA makes a self-signed ECDSA P-256 CA for the cluster.
+// NewCA makes a self-signed ECDSA P-256 CA for the cluster, valid for
+// lifetime (zero: DefaultCALifetime).
 func NewCA(cluster string, lifetime time.Duration) (*CA, error) {
 	if err := ValidName(cluster); err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
+		return nil, invalidf("cluster: %v", err)
 	}
-	if lifetime <= 0 {
+	if lifetime < 0 {
+		return nil, invalidf("CA lifetime %s is negative: give a positive duration, or none for the default", FormatDuration(lifetime))
+	}
+	if lifetime == 0 {
 		lifetime = DefaultCALifetime
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -97,8 +102,9 @@ func LoadCA(certFile, keyFile string) (*CA, error) {
 type IssueRequest struct {
 	Role  Role
 	Name  string
-	Hosts []string // DNS names or IP addresses the holder serves on
-	// Lifetime defaults to DefaultCertLifetime.
+	Hosts []string // DNS names or IP addresses the holder serves on; see ValidHost
+	// Lifetime zero asks for DefaultCertLifetime, cut short to end when the
+	// CA does; a lifetime that outlives the CA is refused.
 	Lifetime time.Duration
 	// NotBefore defaults to a few minutes ago; tests set it to make
 	// not-yet-valid and expired certificates.
@@ -116,18 +122,23 @@ type Issued struct {
 
 // Issue signs a new certificate with a fresh key. Every certificate may act
 // as both TLS client and server: which it does is decided by its role.
+// A request that does not validate, or would outlive the CA, is refused with
+// an error that errors.Is reports as ErrInvalid.
 func (ca *CA) Issue(req IssueRequest) (*Issued, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
 	id := Identity{Cluster: ca.Cluster, Role: req.Role, Name: req.Name}
 	if err := id.Validate(); err != nil {
 		return nil, err
 	}
-	lifetime := req.Lifetime
-	if lifetime <= 0 {
-		lifetime = DefaultCertLifetime
-	}
 	notBefore := req.NotBefore
 	if notBefore.IsZero() {
 		notBefore = time.Now().Add(-backdate)
+	}
+	notAfter, err := ca.validity(notBefore, req.Lifetime)
+	if err != nil {
+		return nil, err
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -137,16 +148,18 @@ func (ca *CA) Issue(req IssueRequest) (*Issued, error) {
 		SerialNumber: randomSerial(),
 		Subject:      pkix.Name{CommonName: string(req.Role) + "/" + req.Name, Organization: []string{"muster " + ca.Cluster}},
 		NotBefore:    notBefore,
-		NotAfter:     notBefore.Add(lifetime),
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		URIs:         []*url.URL{id.URI()},
 	}
-	for _, h := range req.Hosts {
-		if ip := net.ParseIP(h); ip != nil {
+	for _, h := range req.Hosts { // a host given twice is named once
+		if ip := net.ParseIP(h); ip == nil {
+			if !slices.Contains(tmpl.DNSNames, h) {
+				tmpl.DNSNames = append(tmpl.DNSNames, h)
+			}
+		} else if !slices.ContainsFunc(tmpl.IPAddresses, ip.Equal) {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else if h != "" {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
@@ -188,45 +201,6 @@ func randomSerial() *big.Int {
 		panic(err) // crypto/rand does not fail on Linux
 	}
 	return n
-}
-
-// CRLLifetime is how long a revocation list made by Revoke is valid.
-const CRLLifetime = 10 * 365 * 24 * time.Hour
-
-// Revoke returns a new revocation list, signed by the CA, holding the
-// entries of prev (PEM, may be nil) and the given certificates.
-func (ca *CA) Revoke(prev []byte, certs ...*x509.Certificate) ([]byte, error) {
-	tmpl := &x509.RevocationList{Number: big.NewInt(1)}
-	if len(prev) > 0 {
-		b, _ := pem.Decode(prev)
-		if b == nil || b.Type != "X509 CRL" {
-			return nil, fmt.Errorf("the existing revocation list holds no PEM X509 CRL")
-		}
-		old, err := x509.ParseRevocationList(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parse the existing revocation list: %w", err)
-		}
-		if err := old.CheckSignatureFrom(ca.Cert); err != nil {
-			return nil, fmt.Errorf("the existing revocation list is not this CA's: %w", err)
-		}
-		tmpl.RevokedCertificateEntries = old.RevokedCertificateEntries
-		tmpl.Number = new(big.Int).Add(old.Number, big.NewInt(1))
-	}
-	now := time.Now()
-	for _, c := range certs {
-		if err := c.CheckSignatureFrom(ca.Cert); err != nil {
-			return nil, fmt.Errorf("certificate serial %s was not issued by this CA", c.SerialNumber.Text(16))
-		}
-		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries,
-			x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: now})
-	}
-	tmpl.ThisUpdate = now.Add(-backdate)
-	tmpl.NextUpdate = now.Add(CRLLifetime)
-	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
-	if err != nil {
-		return nil, fmt.Errorf("sign revocation list: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), nil
 }
 
 // ReadCertFile reads one PEM certificate.

@@ -98,7 +98,7 @@ func TestLoadChecks(t *testing.T) {
 	})
 	t.Run("revocation list", func(t *testing.T) {
 		other, _ := ca.Issue(IssueRequest{Role: RoleSlave, Name: "node-2"})
-		crl, err := ca.Revoke(nil, other.Cert)
+		crl, _, err := ca.Revoke(nil, other.Cert)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -116,14 +116,14 @@ func TestLoadChecks(t *testing.T) {
 			t.Fatalf("unrevoked peer: %v", err)
 		}
 		// A list that revokes the node's own certificate is refused.
-		self, _ := ca.Revoke(crl, is.Cert)
+		self, _, _ := ca.Revoke(crl, is.Cert)
 		f.CRL = write(t, dir, "self.pem", self, 0o644)
 		if _, err := Load(f); err == nil || !strings.Contains(err.Error(), "itself revoked") {
 			t.Fatalf("err = %v", err)
 		}
 		// A list signed by another CA is refused.
 		foreign, _ := NewCA("lab", 0)
-		bad, _ := foreign.Revoke(nil)
+		bad, _, _ := foreign.Revoke(nil)
 		f.CRL = write(t, dir, "foreign.pem", bad, 0o644)
 		if _, err := Load(f); err == nil || !strings.Contains(err.Error(), "not signed by a CA of the bundle") {
 			t.Fatalf("err = %v", err)
