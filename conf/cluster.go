@@ -168,7 +168,7 @@ func (c *Master) Validate(file string) error {
 			ck.add("dashboard_listen", "%q is also the address of listen, http_listen or pprof: give it a port of its own", c.DashboardListen)
 		}
 	}
-	c.TLS.check(ck)
+	c.TLS.check(ck, c.Store)
 	c.TLS.checkIdentity(ck, c.Store, pki.RoleMaster, c.Cluster)
 	return ck.err()
 }
@@ -267,10 +267,10 @@ func (c *Slave) Validate(file string) error {
 	ck.duration("call_timeout", c.CallTimeout, 50*time.Millisecond, time.Minute)
 	ck.duration("max_backoff", c.MaxBackoff, 50*time.Millisecond, 10*time.Minute)
 	ck.logLevel(c.LogLevel)
-	c.TLS.check(ck)
+	c.TLS.check(ck, c.Store)
 	if id, ok := c.TLS.checkIdentity(ck, c.Store, pki.RoleSlave, c.Cluster); ok && c.Node != "" && c.Node != id.Name {
-		ck.add("node", "certificate %s is for slave %s but the config says node = %q; a slave's name is the one in its certificate",
-			filepath.Base(c.TLS.Cert), id.Name, c.Node)
+		ck.add("node", "%s is for slave %s but the config says node = %q; a slave's name is the one in its certificate",
+			c.TLS.certName(), id.Name, c.Node)
 	}
 	return ck.err()
 }

@@ -100,9 +100,13 @@ func (t *TLS) resolve(dir string) {
 	}
 }
 
-// check reports the certificate files that are not named. It reads none of
-// them: load does.
-func (t TLS) check(c *checker) {
+// check reports the certificate files that are not named, unless st was
+// loaded already (by a Load function, or by a caller that built the config
+// in code). It reads none of them: load does.
+func (t TLS) check(c *checker, st *pki.Store) {
+	if st != nil {
+		return
+	}
 	for _, f := range []struct{ key, path string }{{"tls.ca", t.CA}, {"tls.cert", t.Cert}, {"tls.key", t.Key}} {
 		if f.path == "" {
 			c.add(f.key, "missing: give the path of a PEM file made by certgen")
@@ -133,15 +137,24 @@ func (t TLS) checkIdentity(c *checker, st *pki.Store, role pki.Role, cluster str
 	}
 	id = st.Identity()
 	if id.Role != role {
-		c.add("tls.cert", "certificate %s is for %s, a %s; this daemon needs a %s certificate (certgen issue --role %s --name NAME)",
-			filepath.Base(t.Cert), id, id.Role, role, role)
+		c.add("tls.cert", "%s is for %s, a %s; this daemon needs a %s certificate (certgen issue --role %s --name NAME)",
+			t.certName(), id, id.Role, role, role)
 		return id, false
 	}
 	if pki.ValidName(cluster) == nil && id.Cluster != cluster {
-		c.add("tls.cert", "certificate %s is for cluster %q but the config says cluster = %q", filepath.Base(t.Cert), id.Cluster, cluster)
+		c.add("tls.cert", "%s is for cluster %q but the config says cluster = %q", t.certName(), id.Cluster, cluster)
 		return id, false
 	}
 	return id, true
+}
+
+// certName names the certificate in messages: "certificate master-m1.pem",
+// or "the certificate" in a config built in code with no file named.
+func (t TLS) certName() string {
+	if t.Cert == "" {
+		return "the certificate"
+	}
+	return "certificate " + filepath.Base(t.Cert)
 }
 
 // Duration is a time.Duration written as a string: "1s", "250ms".

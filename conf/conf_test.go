@@ -510,6 +510,20 @@ func TestValidateReadsNoFile(t *testing.T) {
 		t.Errorf("Validate with the store of another cluster: %v", err)
 	}
 
+	// As slaved.New and the unit tests use it: a config built in code, its
+	// store loaded by the caller and no file named.
+	byHand := *c
+	byHand.TLS = TLS{}
+	if err := byHand.Validate("by hand"); err != nil {
+		t.Errorf("a config built in code with a loaded store: %v", err)
+	}
+	slave := DefaultSlave()
+	slave.Store = c.Store
+	err = slave.Validate("by hand")
+	if err == nil || !strings.Contains(err.Error(), "by hand: tls.cert: the certificate is for spiffe://lab/master/m1, a master; this daemon needs a slave certificate") {
+		t.Errorf("Validate of a slave config with a master's store: %v", err)
+	}
+
 	unloaded := *c
 	unloaded.Store = nil
 	unloaded.TLS = TLS{CA: "/nonexistent/ca.pem", Cert: "/nonexistent/m1.pem", Key: "/nonexistent/m1-key.pem"}

@@ -127,7 +127,7 @@ func (c *Registry) Validate(file string) error {
 			}
 		}
 	}
-	c.TLS.check(ck)
+	c.TLS.check(ck, c.Store)
 	c.TLS.checkIdentity(ck, c.Store, pki.RoleRegistry, c.Cluster)
 	return ck.err()
 }
