@@ -31,31 +31,37 @@ Asks muster's registry and master what is running, as rpcinfo asks rpcbind.
 commands:
   services                  every registered service (like rpcinfo -s)
   lookup NAME[/INSTANCE]    where a service is
-  ping NAME[/INSTANCE]      call the service's Null procedure; exit 1 if it does
-  ping HOST:PORT            not answer. HOST:PORT skips the registry
+  ping NAME[/INSTANCE]      call the service's Null procedure; exit 1 if it
+  ping HOST:PORT            does not answer. HOST:PORT skips the registry
   members [GLOB]            the cluster's members, from the master (like serf
-                            members); GLOB ('node-*') keeps the names it matches
-  members NODE              everything the master knows about one member; exit 4
-                            if it is not alive
+                            members); GLOB ('node-*') keeps the names it
+                            matches
+  members NODE              everything the master knows about one member;
+                            exit 4 if it is not alive
   top                       resources per member, busiest first (like kubectl
-                            top nodes); dead, left and stale ones last, no figures
+                            top nodes); stale, dead and left ones last, with
+                            no figures
   watch                     print membership events as they happen, until
-                            interrupted (--node GLOB, --kind dead,left filter them)
-  view                      a slave's own view of the cluster, over its local socket
+                            interrupted; --node GLOB and --kind dead,left
+                            keep only those events
+  view                      a slave's own view of the cluster, over its
+                            local socket
   wait service NAME[/INSTANCE]
                             until the service is registered and answers Null
   wait member NODE --for alive|suspect|dead|left|gone
-                            until NODE is in that state (gone: not in the roll)
+                            until NODE is in that state (gone: not in the
+                            roll at all)
   wait members --alive N    until at least N members are alive
-  forget NODE               remove NODE from the roll, as consul force-leave -prune
-                            does (admin certificate)
+  forget NODE               remove NODE from the roll, as consul force-leave
+                            -prune does (admin certificate)
   evict NODE [--reason R]   declare NODE dead now (admin certificate)
   heartbeat NODE            diagnostic: test what the master accepts from a
-                            certificate. Sends one Heartbeat for NODE with --cert
-                            (--incarnation N; default the master's for NODE) and
-                            prints the answer; exit 1 if refused. An accepted one
-                            is real: the master then marks NODE suspect when this
-                            connection closes, until NODE's next heartbeat.
+                            certificate. Sends one Heartbeat for NODE with
+                            --cert (--incarnation N; default the master's for
+                            NODE) and prints the answer; exit 1 if refused.
+                            An accepted one is real: the master then marks
+                            NODE suspect when this connection closes, until
+                            NODE's next heartbeat.
   help                      this text (as --help)
 
 The registry is reached over its local UNIX socket by default, with no
@@ -95,8 +101,8 @@ exit status:
   3  wait timed out
   4  members NODE found, but not alive (suspect, dead, left or unknown)
 
-flags (also read from MUSTER_REGISTRY, MUSTER_REGISTRY_SOCKET, MUSTER_CA, MUSTER_CERT,
-MUSTER_KEY, MUSTER_CLUSTER, MUSTER_MASTER, MUSTER_SLAVE_SOCKET):
+flags (also read from MUSTER_REGISTRY, MUSTER_REGISTRY_SOCKET, MUSTER_CA,
+MUSTER_CERT, MUSTER_KEY, MUSTER_CLUSTER, MUSTER_MASTER, MUSTER_SLAVE_SOCKET):
 `
 
 // Exit codes, as the usage text documents them.
@@ -183,14 +189,14 @@ func (q *query) flags() *flag.FlagSet {
 	fs.StringVar(&o.sortBy, "sort-by", "", "members: order by `key`: name, status, cpu, mem or age (default name)")
 	fs.StringVar(&o.sortBy, "sort", "", "top: order by `key`: cpu, mem or name (default cpu)")
 	fs.StringVar(&o.name, "name", "", "members, top, view: only the members whose names match `GLOB`")
-	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "give up after this long (wait: default 30s; watch: on each call)")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "give up after this long (wait: default 30s; watch: each call)")
 	fs.DurationVar(&o.staleAfter, "stale-after", defaultStaleAfter, "a resource report older than this is stale")
 	fs.StringVar(&o.cluster, "cluster", env("MUSTER_CLUSTER", "lab"), "the cluster `name` whose master the cluster commands ask")
-	fs.StringVar(&o.status, "status", "", "members, top, view: only members in these `states` (comma-separated: alive,suspect,dead,left,unknown)")
+	fs.StringVar(&o.status, "status", "", "members, top, view: only these `states` (alive,suspect,dead,left,unknown)")
 	fs.StringVar(&o.slaveSocket, "slave-socket", env("MUSTER_SLAVE_SOCKET", rpcdef.DefaultSlaveSocket), "view: slaved's local `socket`")
-	fs.Var(&o.incarnation, "incarnation", "heartbeat: the incarnation `N` to send (default: the one the master holds for NODE)")
+	fs.Var(&o.incarnation, "incarnation", "heartbeat: the incarnation `N` to send (default: the master's for NODE)")
 	fs.StringVar(&o.node, "node", "", "watch: only events of the nodes whose names match `GLOB`")
-	fs.StringVar(&o.kind, "kind", "", "watch: only these event `kinds` (comma-separated: joined,rejoined,suspect,alive,dead,left,forgotten)")
+	fs.StringVar(&o.kind, "kind", "", "watch: only these event `kinds` (joined,rejoined,suspect,alive,dead,left,forgotten)")
 	fs.StringVar(&o.forState, "for", "", "wait member: the `state` to wait for: alive, suspect, dead, left or gone")
 	fs.IntVar(&o.alive, "alive", 0, "wait members: at least `N` alive")
 	fs.StringVar(&o.reason, "reason", "", "evict: why, in words, for the event and the logs")

@@ -123,6 +123,12 @@ type fakeMaster struct {
 	done    func()          // called when the steps run out: the user's ^C
 	afters  []uint64        // the After of each Watch call
 	waits   []time.Duration // the Wait of each Watch call
+
+	calls     int                // Members calls so far
+	onMembers func(calls int)    // called under mu at each Members call, to change the roll
+	forgot    []string           // Forget calls
+	evicted   []rpcdef.EvictArgs // Evict calls
+	adminErr  error              // what Forget and Evict return
 }
 
 type watchStep struct {
@@ -133,6 +139,10 @@ type watchStep struct {
 func (f *fakeMaster) Members(ctx context.Context, node string) (rpcdef.MembersReply, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls++
+	if f.onMembers != nil {
+		f.onMembers(f.calls)
+	}
 	if node == "" {
 		return rpcdef.MembersReply{Version: f.version, Members: f.members}, nil
 	}
@@ -695,12 +705,23 @@ func serve(t *testing.T, ln net.Listener, conf *tls.Config, name string, rcvr an
 	})
 }
 
-// Registry answers Lookup from a map, as registryd would.
+// Registry answers Lookup and List from a map, as registryd would.
 type Registry struct {
+	mu      sync.Mutex
 	entries map[rpcdef.ServiceKey]rpcdef.Entry
+	n       int // Lookup calls
+}
+
+func (r *Registry) lookups() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
 }
 
 func (r *Registry) Lookup(args *rpcdef.LookupArgs, reply *rpcdef.LookupReply) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.n++
 	e, ok := r.entries[args.Key]
 	if !ok {
 		return rpcdef.Errorf(rpcdef.CodeNotFound, "%s is not registered", args.Key)
@@ -709,8 +730,19 @@ func (r *Registry) Lookup(args *rpcdef.LookupArgs, reply *rpcdef.LookupReply) er
 	return nil
 }
 
-// Cluster answers Members from a fixed roll.
+func (r *Registry) List(_ *rpcdef.ListArgs, reply *rpcdef.ListReply) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.entries {
+		reply.Entries = append(reply.Entries, e)
+	}
+	return nil
+}
+
+// Cluster answers Members from a fixed roll, and Null.
 type Cluster struct{ f *fakeMaster }
+
+func (c *Cluster) Null(_ *rpcdef.Empty, _ *rpcdef.Empty) error { return nil }
 
 func (c *Cluster) Members(args *rpcdef.MembersArgs, reply *rpcdef.MembersReply) error {
 	r, err := c.f.Members(context.Background(), args.Node)
@@ -773,6 +805,15 @@ func (l *testLab) issue(t *testing.T, role pki.Role, name string) *pki.Issued {
 // and registers it as ClusterService/lab.
 func (l *testLab) startMaster(t *testing.T, role pki.Role, f *fakeMaster) string {
 	t.Helper()
+	addr := l.serveMaster(t, role, f)
+	l.register(addr)
+	return addr
+}
+
+// serveMaster serves f's roll over mutual TLS with a certificate of role,
+// without registering it.
+func (l *testLab) serveMaster(t *testing.T, role pki.Role, f *fakeMaster) string {
+	t.Helper()
 	c := l.issue(t, role, "m1")
 	st, err := pki.FromPEM(l.ca.CertPEM(), c.CertPEM, c.KeyPEM)
 	if err != nil {
@@ -783,12 +824,13 @@ func (l *testLab) startMaster(t *testing.T, role pki.Role, f *fakeMaster) string
 		t.Fatal(err)
 	}
 	serve(t, ln, st.ServerConfig(), rpcdef.ClusterService, &Cluster{f: f})
-	l.register(ln.Addr().String())
 	return ln.Addr().String()
 }
 
 func (l *testLab) register(addr string) {
 	key := rpcdef.ServiceKey{Name: rpcdef.ClusterService, Instance: "lab"}
+	l.reg.mu.Lock()
+	defer l.reg.mu.Unlock()
 	l.reg.entries[key] = rpcdef.Entry{Service: rpcdef.Service{ServiceKey: key, Version: rpcdef.ClusterVersion, Addr: addr}, State: rpcdef.StateLive}
 }
 
