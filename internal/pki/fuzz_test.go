@@ -1,6 +1,9 @@
 package pki_test
 
 import (
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/muster-lab/muster/internal/pki"
@@ -54,6 +57,35 @@ func FuzzParseIdentity(f *testing.F) {
 		}
 		if again != id {
 			t.Fatalf("ParseIdentity(%q) = %#v, but ParseIdentity(%q) = %#v", s, id, id.String(), again)
+		}
+	})
+}
+
+// FuzzValidHost checks that every host ValidHost accepts goes into a
+// certificate that TLS clients then accept for that host, and that every
+// refusal is ErrInvalid and names the host.
+func FuzzValidHost(f *testing.F) {
+	for _, s := range []string{"127.0.0.1", "::1", "m1.lab", "Master.Example", "not a host!", "*.lab", "a..b", "1.2.3", "x:80", ""} {
+		f.Add(s)
+	}
+	ca, err := pki.NewCA("lab", 0)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, h string) {
+		err := pki.ValidHost(h)
+		if err != nil {
+			if !errors.Is(err, pki.ErrInvalid) || !strings.Contains(err.Error(), fmt.Sprintf("%q", h)) && h != "" {
+				t.Fatalf("ValidHost(%q) = %v: want ErrInvalid naming the host", h, err)
+			}
+			return
+		}
+		is, err := ca.Issue(pki.IssueRequest{Role: pki.RoleMaster, Name: "m1", Hosts: []string{h}})
+		if err != nil {
+			t.Fatalf("ValidHost(%q) accepted it, but Issue: %v", h, err)
+		}
+		if err := is.Cert.VerifyHostname(h); err != nil {
+			t.Fatalf("ValidHost(%q) accepted it, but the certificate does not verify for it: %v", h, err)
 		}
 	})
 }
