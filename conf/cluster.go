@@ -256,9 +256,15 @@ func (c *Slave) Validate(file string) error {
 		ck.name("node", c.Node)
 	}
 	c.RegistryRef.check(ck)
+	if len(c.Mounts) > rpcdef.MaxDisks {
+		ck.add("mounts", "lists %d filesystems; the master takes reports of at most %d", len(c.Mounts), rpcdef.MaxDisks)
+	}
 	for i, m := range c.Mounts {
-		if !filepath.IsAbs(m) {
+		switch {
+		case !filepath.IsAbs(m):
 			ck.add(fmt.Sprintf("mounts[%d]", i), "%q is not an absolute path", m)
+		case len(m) > rpcdef.MaxMountLen:
+			ck.add(fmt.Sprintf("mounts[%d]", i), "is %d bytes long; the master takes mount paths of at most %d", len(m), rpcdef.MaxMountLen)
 		}
 	}
 	if c.ProcRoot == "" {

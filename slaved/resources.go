@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
@@ -66,6 +67,9 @@ func newSampler(procRoot string, mounts []string, now func() time.Time) (*Sample
 	if s.cpuCount, s.cpuModel, err = s.readCPUInfo(); err != nil {
 		return nil, err
 	}
+	// The master refuses a longer model (rpcdef.MaxCPUModelLen); no real
+	// CPU's name comes near it, so cutting it costs nothing.
+	s.cpuModel = truncateUTF8(s.cpuModel, rpcdef.MaxCPUModelLen)
 	// A wrong mount point in the config shows now, not at the first heartbeat.
 	for _, m := range s.mounts {
 		if _, err := diskUsage(m); err != nil {
@@ -310,4 +314,15 @@ func value(p *uint64) uint64 {
 		return 0
 	}
 	return *p
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a character.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
