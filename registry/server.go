@@ -238,6 +238,11 @@ func (x *Session) Register(args *rpcdef.RegisterArgs, reply *rpcdef.RegisterRepl
 	if !x.peer.Local && !o.Admin && !x.s.cfg.MayRegister(x.peer.Identity.Role, key.Name) {
 		return x.deny("register", key, fmt.Sprintf("role %s is not allowed to register %s (see the allow rules in the registry's config)", x.peer.Identity.Role, key.Name))
 	}
+	if id := x.peer.Identity; !x.peer.Local && !o.Admin && key.Instance != id.Cluster {
+		// A master speaks for its own cluster only: one of cluster "lab"
+		// must not be able to stand in for ClusterService/prod.
+		return x.deny("register", key, fmt.Sprintf("a certificate of cluster %s registers only the instance %s/%s", id.Cluster, key.Name, id.Cluster))
+	}
 	id, err := x.s.table.Register(args.Service, o)
 	if err != nil {
 		if errors.Is(err, rpcdef.ErrConflict) {
