@@ -69,24 +69,12 @@ func New(cfg *conf.Slave, log logrus.FieldLogger) (*Slave, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("slave config has no loaded certificates: use conf.LoadSlave")
 	}
-	id := cfg.Store.Identity()
+	if err := cfg.Validate("slave config"); err != nil {
+		return nil, err
+	}
 	node := cfg.Node
 	if node == "" {
-		node = id.Name
-	}
-	switch {
-	case id.Role != pki.RoleSlave:
-		return nil, fmt.Errorf("certificate is for %s, a %s: slaved needs a slave certificate", id, id.Role)
-	case id.Name != node:
-		return nil, fmt.Errorf("certificate is for slave %s but the config says node = %q; a slave's name is the one in its certificate", id.Name, node)
-	case id.Cluster != cfg.Cluster:
-		return nil, fmt.Errorf("certificate is for cluster %q but the config says cluster = %q", id.Cluster, cfg.Cluster)
-	case cfg.Registry == "" && cfg.RegistrySocket == "":
-		return nil, errors.New("no registry: give registry (HOST:PORT) or registry_socket")
-	case cfg.CallTimeout <= 0:
-		return nil, fmt.Errorf("call_timeout = %v: want a positive duration", cfg.CallTimeout.D())
-	case cfg.MaxBackoff <= 0:
-		return nil, fmt.Errorf("max_backoff = %v: want a positive duration", cfg.MaxBackoff.D())
+		node = cfg.Store.Identity().Name
 	}
 	log = log.WithField("node", node)
 	sampler, err := NewSampler(cfg.ProcRoot, cfg.Mounts)
