@@ -366,6 +366,20 @@ wait_for() {
 	done
 }
 
+# await LOG ARGS...: rpc-query wait ARGS, shown with the one line it
+# prints; if it times out (exit 3) or fails, fail naming LOG. rpc-query
+# wait polls the registry and the master itself, and tolerates their not
+# being up yet.
+await() {
+	local log=$1
+	shift
+	show rpc-query wait "$@"
+	if [[ $rc != 0 ]]; then
+		failed_log=$log
+		die "rpc-query wait $* ended with exit status $rc; see $workdir/$log"
+	fi
+}
+
 # now_ns is the wall clock in nanoseconds.
 now_ns() {
 	local t=${EPOCHREALTIME:-}
@@ -514,8 +528,13 @@ start_daemon masterd logs/masterd.log masterd --config master.toml
 master_pid=$last_pid
 master_addr=$last_addr
 dash_url=$(sed -n 's/.*msg="serving metrics and the dashboard on \(http:[^"]*\)".*/\1/p' logs/masterd.log | head -n 1)
-wait_for "masterd to register ClusterService/lab" 20 logs/masterd.log \
-	grep -q 'registered ClusterService/lab' logs/masterd.log
+export MUSTER_REGISTRY_SOCKET=run/registry.sock MUSTER_CA=certs/ca.pem
+export MUSTER_CERT=certs/admin-ops.pem MUSTER_KEY=certs/admin-ops-key.pem
+note "rpc-query reads the registry over its local socket, and talks to the"
+note "master with the admin certificate:"
+cmdline "export MUSTER_REGISTRY_SOCKET=run/registry.sock MUSTER_CA=certs/ca.pem"
+cmdline "export MUSTER_CERT=certs/admin-ops.pem MUSTER_KEY=certs/admin-ops-key.pem"
+await logs/masterd.log service ClusterService/lab --timeout 20s
 say "masterd (pid $master_pid) ready at $master_addr, registered as"
 say "ClusterService/lab"
 
@@ -529,14 +548,8 @@ note "name, as an RPC client asks rpcbind (the portmapper) for a program."
 for n in node-1 node-2 node-3; do
 	start_slave "$n"
 done
-
-export MUSTER_REGISTRY_SOCKET=run/registry.sock MUSTER_CA=certs/ca.pem
-export MUSTER_CERT=certs/admin-ops.pem MUSTER_KEY=certs/admin-ops-key.pem
+await logs/masterd.log members --alive 3 --timeout 20s
 say ""
-note "rpc-query reads the registry over its local socket, and talks to the"
-note "master with the admin certificate:"
-cmdline "export MUSTER_REGISTRY_SOCKET=run/registry.sock MUSTER_CA=certs/ca.pem"
-cmdline "export MUSTER_CERT=certs/admin-ops.pem MUSTER_KEY=certs/admin-ops-key.pem"
 show rpc-query services
 [[ $rc == 0 ]] || die "rpc-query services failed"
 grep -q '^ClusterService  *lab  *[0-9]  *127\.0\.0\.1:' <<<"$out" ||
@@ -588,7 +601,8 @@ kill_ns=$(now_ns)
 { kill -KILL "$victim" && wait "$victim"; } 2>/dev/null || true
 cmdline "kill -9 $victim      # slaved node-2"
 
-wait_for "the master to declare node-2 dead" 45 logs/masterd.log \
+await logs/masterd.log member node-2 --for dead --timeout 45s
+wait_for "rpc-query watch to print node-2's dead event" 5 logs/watch.log \
 	grep -q '"kind":"dead","node":"node-2"' watch.jsonl
 view_dead() {
 	rpcq view --status dead --slave-socket run/slaved-node-1.sock && grep -q '^node-2 ' <<<"$qout"
@@ -631,12 +645,8 @@ summary+=("c. node-1's view: node-2 dead")
 
 heading "f. the crashed slave restarts and rejoins with a new incarnation"
 start_slave node-2
-# rejoined: the master has node-2 alive with another incarnation.
-rejoined() {
-	rpcq members node-2 --json || return 1
-	grep -q '"status": "alive"' <<<"$qout" && [[ $(field incarnation <<<"$qout") != "$old_inc" ]]
-}
-wait_for "the master to see node-2 rejoin" 15 logs/masterd.log rejoined
+# Dead to alive only by a rejoin: the incarnation is checked below.
+await logs/masterd.log member node-2 --for alive --timeout 15s
 show rpc-query members
 note "(node-2's figures are from its first report, sent as it joined)"
 rpcq members node-2 --json
@@ -694,8 +704,7 @@ heading "d. a graceful leave is not a crash"
 leaver=${slave_pid[node-3]}
 cmdline "kill -TERM $leaver      # slaved node-3"
 stop 0 "$leaver"
-left() { rpcq members --status left && grep -q '^node-3 ' <<<"$qout"; }
-wait_for "the master to mark node-3 left" 10 logs/masterd.log left
+await logs/masterd.log member node-3 --for left --timeout 10s
 show rpc-query members
 grep -q '^node-3  *127\.0\.0\.1:[0-9]*  *left ' <<<"$out" || die "rpc-query members does not show node-3 left"
 if grep -q 'node-3 is now dead' logs/masterd.log; then
