@@ -1,9 +1,11 @@
 package raftgroup
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -84,6 +86,11 @@ func (h *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 		return
 	}
 	l := logrusLevel(level)
+	if l <= logrus.WarnLevel && ownClose(args) {
+		// raft's transport reports the connections this server closed
+		// itself, when shutting down or refusing a revoked peer.
+		l = logrus.DebugLevel
+	}
 	if !h.enabled(l) {
 		return
 	}
@@ -98,6 +105,16 @@ func (h *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	default:
 		e.Trace(msg)
 	}
+}
+
+// ownClose says whether a line's error is only a connection closed here.
+func ownClose(args []any) bool {
+	for i := 1; i < len(args); i += 2 {
+		if err, ok := args[i].(error); ok && errors.Is(err, net.ErrClosed) {
+			return true
+		}
+	}
+	return false
 }
 
 func (h *hclogAdapter) Trace(msg string, args ...any) { h.Log(hclog.Trace, msg, args...) }
