@@ -42,12 +42,20 @@ func watchLeadership(g *Group) *leadership {
 	return l
 }
 
-// next waits for the next value delivered.
+// next waits for the next value delivered; the channel's close counts as
+// false, as it does for a reader of Leadership.
 func (l *leadership) next(t *testing.T, within time.Duration) bool {
 	t.Helper()
 	select {
 	case v := <-l.got:
 		return v
+	case <-l.done:
+		select {
+		case v := <-l.got:
+			return v
+		default:
+			return false
+		}
 	case <-time.After(within):
 		t.Fatalf("no leadership change within %v", within)
 	}
