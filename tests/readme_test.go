@@ -109,7 +109,7 @@ func TestReadmeByHand(t *testing.T) {
 
 	text := out.String()
 	for _, want := range []string{
-		`(?m)^waited \d+\.\ds for service ClusterService/lab to answer: ClusterService/lab version 1 answers at 127\.0\.0\.1:\d+$`,
+		`(?m)^waited \d+\.\ds for ClusterService/lab to answer: version 1 at 127\.0\.0\.1:\d+$`,
 		`(?m)^waited \d+\.\ds for member node-1 to be alive: node-1 is alive$`,
 		`(?m)^NAME\s+INSTANCE\s+VERSION\s+ADDRESS\s+OWNER\s+TTL\s+STATE$`,
 		`(?m)^ClusterService\s+lab\s+1\s+127\.0\.0\.1:\d+\s+lab/master/m1\s`,

@@ -252,7 +252,7 @@ func TestWaitService(t *testing.T) {
 	if code := <-done; code != exitOK {
 		t.Fatalf("exit %d; stderr %s", code, errOut.String())
 	}
-	want := fmt.Sprintf(`^waited \d+\.\ds for service ClusterService/lab to answer: ClusterService/lab version 1 answers at %s\n$`, regexp.QuoteMeta(addr))
+	want := fmt.Sprintf(`^waited \d+\.\ds for ClusterService/lab to answer: version 1 at %s\n$`, regexp.QuoteMeta(addr))
 	if !regexp.MustCompile(want).MatchString(out.String()) {
 		t.Errorf("stdout %q, want it to match %s", out.String(), want)
 	}

@@ -50,12 +50,12 @@ func (q *query) waitCondition(args []string) (condition, error) {
 		if err != nil {
 			return condition{}, usageError(err.Error())
 		}
-		return condition{what: fmt.Sprintf("service %s to answer", key), check: func(ctx context.Context) (bool, string, error) {
+		return condition{what: fmt.Sprintf("%s to answer", key), check: func(ctx context.Context) (bool, string, error) {
 			p, err := q.pingKey(ctx, key)
 			if err != nil {
 				return false, "", q.fatal(err)
 			}
-			return true, fmt.Sprintf("%s answers at %s", p.what, p.addr), nil
+			return true, fmt.Sprintf("version %d at %s", p.version, p.addr), nil
 		}}, nil
 	case "member":
 		if len(args) != 2 {
