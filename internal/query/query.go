@@ -81,8 +81,8 @@ lost master is found again through the registry. wait polls every 200ms and
 tolerates a registry or master that is not up yet; it prints one line, what it
 waited for and how it ended.
 
-output: -o wide (more columns, wider than 80), -o json (-json), -o name (one
-name a line); --no-headers leaves out the header and the summary line.
+output: -o wide (more columns, wider than 80), -o json (or --json), -o name
+(one name a line); --no-headers leaves out the header and the summary line.
 members --sort-by name|status|cpu|mem|age; top --sort cpu|mem|name. A report
 older than --stale-after (default 10s: two of the default 5s report_interval;
 rpc-query cannot ask the master its interval) is stale: tables show its
@@ -184,22 +184,22 @@ func (q *query) flags() *flag.FlagSet {
 	fs.StringVar(&o.key, "key", env("MUSTER_KEY", ""), "key `file`")
 	fs.BoolVar(&o.json, "json", false, "print JSON instead of a table (as -o json)")
 	fs.StringVar(&o.output, "o", "", "output `format`: wide, json or name (default a table)")
-	fs.StringVar(&o.output, "output", "", "the same as -o")
+	fs.StringVar(&o.output, "output", "", "the same as -o `format`")
 	fs.BoolVar(&o.noHeaders, "no-headers", false, "tables: no header line and no summary line")
 	fs.StringVar(&o.sortBy, "sort-by", "", "members: order by `key`: name, status, cpu, mem or age (default name)")
 	fs.StringVar(&o.sortBy, "sort", "", "top: order by `key`: cpu, mem or name (default cpu)")
 	fs.StringVar(&o.name, "name", "", "members, top, view: only the members whose names match `GLOB`")
-	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "give up after this long (wait: default 30s; watch: each call)")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "give up after this long (wait: 30s; watch: each call)")
 	fs.DurationVar(&o.staleAfter, "stale-after", defaultStaleAfter, "a resource report older than this is stale")
 	fs.StringVar(&o.cluster, "cluster", env("MUSTER_CLUSTER", "lab"), "the cluster `name` whose master the cluster commands ask")
 	fs.StringVar(&o.status, "status", "", "members, top, view: only these `states` (alive,suspect,dead,left,unknown)")
 	fs.StringVar(&o.slaveSocket, "slave-socket", env("MUSTER_SLAVE_SOCKET", rpcdef.DefaultSlaveSocket), "view: slaved's local `socket`")
 	fs.Var(&o.incarnation, "incarnation", "heartbeat: the incarnation `N` to send (default: the master's for NODE)")
 	fs.StringVar(&o.node, "node", "", "watch: only events of the nodes whose names match `GLOB`")
-	fs.StringVar(&o.kind, "kind", "", "watch: only these event `kinds` (joined,rejoined,suspect,alive,dead,left,forgotten)")
+	fs.StringVar(&o.kind, "kind", "", "watch: only `kinds` joined,rejoined,suspect,alive,dead,left,forgotten")
 	fs.StringVar(&o.forState, "for", "", "wait member: the `state` to wait for: alive, suspect, dead, left or gone")
 	fs.IntVar(&o.alive, "alive", 0, "wait members: at least `N` alive")
-	fs.StringVar(&o.reason, "reason", "", "evict: why, in words, for the event and the logs")
+	fs.StringVar(&o.reason, "reason", "", "evict: why, in `words`, for the event and the logs")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
 }
@@ -362,7 +362,7 @@ var sortKeys = map[string][]string{
 // isGlob says whether a members argument is a pattern rather than a name.
 func isGlob(s string) bool { return strings.ContainsAny(s, "*?[") }
 
-func quoteList(l []string) string {
+func joinList(l []string) string {
 	var out []string
 	for _, s := range l {
 		if s == "" {
@@ -416,7 +416,7 @@ func (q *query) checkFlags(cmd string, rest []string) error {
 		if len(allowed) == 1 {
 			return usageError(fmt.Sprintf("-o %s: %s has only its one line of text", o.output, what))
 		}
-		return usageError(fmt.Sprintf("-o %s: %s takes -o %s, or none for a table", o.output, what, quoteList(allowed)))
+		return usageError(fmt.Sprintf("-o %s: %s takes -o %s, or none for a table", o.output, what, joinList(allowed)))
 	}
 	if o.noHeaders && !slices.Contains([]string{"members", "top", "services", "view"}, form) {
 		return usageError(fmt.Sprintf("--no-headers applies to the tables of members, top, services and view, not %s", strings.Join(append([]string{cmd}, rest...), " ")))

@@ -67,10 +67,10 @@ func (q *query) waitCondition(args []string) (condition, error) {
 		}
 		want := q.o.forState
 		if want == "" {
-			return condition{}, usageError(fmt.Sprintf("wait member %s: say which state with --for: %s", node, quoteList(waitStates)))
+			return condition{}, usageError(fmt.Sprintf("wait member %s: say which state with --for: %s", node, joinList(waitStates)))
 		}
 		if !slices.Contains(waitStates, want) {
-			return condition{}, usageError(fmt.Sprintf("--for %q: want one of %s", want, quoteList(waitStates)))
+			return condition{}, usageError(fmt.Sprintf("--for %q: want one of %s", want, joinList(waitStates)))
 		}
 		what := fmt.Sprintf("member %s to be %s", node, want)
 		if want == "gone" {
