@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -462,5 +463,52 @@ func TestGroupMembershipChanges(t *testing.T) {
 	apply(t, []*member{m2}, "c")
 	if st := m2.g.Status(); len(st.Servers) != 1 || st.Servers[0].ID != "m2" {
 		t.Fatalf("servers after removing m1: %+v", st.Servers)
+	}
+}
+
+// TestGroupRevokedMasterIsCutOff revokes one master of three: once the
+// others reload their revocation list, it gets no raft RPC through, either
+// way, and falls behind while they go on.
+func TestGroupRevokedMasterIsCutOff(t *testing.T) {
+	ms := testGroup(t, 3)
+	apply(t, ms, "a")
+	replicated(t, ms, "a")
+
+	// Revoke whichever is not the leader, so the test need not wait for a
+	// new election.
+	l := leader(t, ms)
+	bad := without(ms, l)[0]
+	crl, _, err := bad.certs.issuedBy.Revoke(nil, bad.certs.issued.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := without(ms, bad)
+	var before []uint64
+	for _, m := range good {
+		if err := os.WriteFile(m.certs.files.CRL, crl, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.certs.store.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		before = append(before, m.g.stream.Refused())
+		n := m.g.CloseRevoked()
+		t.Logf("%s closed %d connections of %s", m.id, n, bad.id)
+	}
+	apply(t, good, "b")
+	replicated(t, good, "a", "b")
+	// The leader's heartbeats to the revoked master are refused, and so
+	// are the revoked master's vote requests once it gives up on the leader.
+	for i, m := range good {
+		waitFor(t, 10*time.Second, m.id+" to refuse "+bad.id, func() bool { return m.g.stream.Refused() > before[i] })
+	}
+	if got := bad.fsm.get(); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("revoked %s holds %v, want only what it had before", bad.id, got)
+	}
+	if id, _ := bad.g.Leader(); id != "" {
+		t.Logf("revoked %s still names %s as leader", bad.id, id)
+	}
+	if l := leader(t, good); l == bad {
+		t.Fatal("revoked master leads")
 	}
 }

@@ -72,9 +72,10 @@ func newCA(t *testing.T, cluster string) *pki.CA {
 
 // node is the certificate material of one test node.
 type node struct {
-	issued *pki.Issued
-	files  pki.Files
-	store  *pki.Store
+	issuedBy *pki.CA
+	issued   *pki.Issued
+	files    pki.Files
+	store    *pki.Store
 }
 
 // newNode issues a certificate of ca for role/name and loads a store that
@@ -108,7 +109,7 @@ func newNode(t *testing.T, ca *pki.CA, role pki.Role, name string, bundle ...*pk
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &node{issued: is, files: files, store: st}
+	return &node{issuedBy: ca, issued: is, files: files, store: st}
 }
 
 // logFSM is a replicated list of strings. A command "fail" is refused with
