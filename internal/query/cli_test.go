@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -83,8 +84,10 @@ func TestHelpAndVersion(t *testing.T) {
 			t.Errorf("--version: exit %d, stdout %q, stderr %q; want 0, %q", code, out.String(), errOut.String(), want)
 		}
 	})
-	t.Run("usage text fits 80 columns", func(t *testing.T) {
-		fitsTerminal(t, "usage", []byte(usage))
+	t.Run("help fits 80 columns", func(t *testing.T) {
+		var out bytes.Buffer
+		newQuery(&out, io.Discard).main(context.Background(), []string{"help"})
+		fitsTerminal(t, "help", []byte(expandTabs(out.String())))
 	})
 }
 
@@ -413,6 +416,27 @@ func TestWatchFilters(t *testing.T) {
 	if want := "[snapshot:: event:dead:node-2 reset:: event:rejoined:node-2]"; fmt.Sprint(kinds) != want {
 		t.Errorf("watch printed %v, want %s", kinds, want)
 	}
+}
+
+// expandTabs expands tabs to every eighth column, as a terminal shows them.
+func expandTabs(s string) string {
+	var b strings.Builder
+	col := 0
+	for _, r := range s {
+		switch r {
+		case '\t':
+			n := 8 - col%8
+			b.WriteString(strings.Repeat(" ", n))
+			col += n
+		case '\n':
+			b.WriteRune(r)
+			col = 0
+		default:
+			b.WriteRune(r)
+			col++
+		}
+	}
+	return b.String()
 }
 
 // strictDecode decodes one JSON value into v, refusing unknown fields and

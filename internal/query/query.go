@@ -416,7 +416,7 @@ func (q *query) checkFlags(cmd string, rest []string) error {
 		if len(allowed) == 1 {
 			return usageError(fmt.Sprintf("-o %s: %s has only its one line of text", o.output, what))
 		}
-		return usageError(fmt.Sprintf("-o %s: %s takes -o %s, or none for a table", o.output, what, joinList(allowed)))
+		return usageError(fmt.Sprintf("-o %s: %s takes -o %s, or no -o", o.output, what, joinList(allowed)))
 	}
 	if o.noHeaders && !slices.Contains([]string{"members", "top", "services", "view"}, form) {
 		return usageError(fmt.Sprintf("--no-headers applies to the tables of members, top, services and view, not %s", strings.Join(append([]string{cmd}, rest...), " ")))
