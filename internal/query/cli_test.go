@@ -635,3 +635,45 @@ func TestJSONSchema(t *testing.T) {
 		}
 	})
 }
+
+// TestStaleFigures shows a stale report and a dead node's last one as not
+// current, in every form.
+func TestStaleFigures(t *testing.T) {
+	roll := lab()
+	old := &rpcdef.Resources{SampledAt: now.Add(-15 * time.Minute), CPUCount: 2, CPUPercent: 100, MemUsedPercent: 99, Load1: 7}
+	// node-3 is dead, its last report 15 minutes old; node-4 is alive, but
+	// its reports stopped 11s ago.
+	roll[0].Resources = old
+	roll = append(roll, rpcdef.Member{Name: "node-4", Status: rpcdef.StatusAlive,
+		Resources: &rpcdef.Resources{SampledAt: now.Add(-11 * time.Second), CPUPercent: 95}})
+	run := func(args ...string) string {
+		t.Helper()
+		q, out, errOut := fakeQuery(&fakeMaster{members: roll, version: 41})
+		code := q.main(context.Background(), args)
+		if code != exitOK && code != exitNotAlive {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut)
+		}
+		return out.String()
+	}
+
+	top := run("top", "-o", "name")
+	if top != "node-2\nnode-1\nnode-4\nnode-3\n" {
+		t.Errorf("top ranks\n%s\nwant the fresh ones busiest first, then the stale node-4, then the dead node-3", top)
+	}
+	table := run("members")
+	for _, re := range []string{`(?m)^node-3 .* dead +…\d+ +1m +- +- +- `, `(?m)^node-4 .* alive .* - +- +- `, `(?m)^4 members: 2 alive, 1 suspect, 1 dead; 1 report stale \(older than 10s\)$`} {
+		if !regexp.MustCompile(re).MatchString(table) {
+			t.Errorf("members:\n%s\nwant a line matching %s", table, re)
+		}
+	}
+	if out := run("members", "node-3"); !strings.Contains(out, "report sampled:       2024-06-10 14:50:00.000 UTC (15m ago) (the last before it was dead: not current)") {
+		t.Errorf("members node-3:\n%s", out)
+	}
+	if out := run("members", "node-4"); !strings.Contains(out, "(11s ago) (STALE: older than 10s)") {
+		t.Errorf("members node-4:\n%s", out)
+	}
+	var m memberJSON
+	if err := strictDecode([]byte(run("members", "node-3", "-o", "json")), &m); err != nil || m.Resources == nil || !m.Resources.Stale || *m.Resources.AgeSeconds != 900 {
+		t.Errorf("members node-3 -o json: %+v, %v; want its report stale, 900s old", m.Resources, err)
+	}
+}
