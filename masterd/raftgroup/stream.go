@@ -50,6 +50,8 @@ type StreamLayer struct {
 	slots    chan struct{} // incoming handshakes in progress
 	accepted chan net.Conn // authenticated connections for Accept
 	done     chan struct{}
+	ctx      context.Context // of the handshakes in progress, ended by Close
+	stop     context.CancelFunc
 	close    sync.Once
 	wg       sync.WaitGroup
 
@@ -112,6 +114,7 @@ func NewStreamLayer(cfg StreamConfig) (*StreamLayer, error) {
 		done:     make(chan struct{}),
 		conns:    make(map[*tls.Conn]string),
 	}
+	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s, nil
@@ -155,6 +158,7 @@ func (s *StreamLayer) Close() error {
 	var err error
 	s.close.Do(func() {
 		close(s.done)
+		s.stop()
 		err = s.ln.Close()
 		s.mu.Lock()
 		for c := range s.conns {
@@ -226,7 +230,7 @@ func (s *StreamLayer) handshake(raw net.Conn) {
 	defer s.wg.Done()
 	addr := raw.RemoteAddr().String()
 	tc := tls.Server(raw, s.server)
-	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
 	<-s.slots

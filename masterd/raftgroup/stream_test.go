@@ -316,3 +316,32 @@ func TestStreamLayerNeedsMasterCertificate(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestStreamLayerCloseEndsHandshakes(t *testing.T) {
+	lab := newCA(t, "lab")
+	m1 := newNode(t, lab, pki.RoleMaster, "m1")
+	sl, err := NewStreamLayer(StreamConfig{Listen: "127.0.0.1:0", Store: m1.store, Logger: testLog(t, "m1"), HandshakeTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	silent, err := net.Dial("tcp", sl.ListenAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	waitFor(t, 5*time.Second, "the handshake to start", func() bool { return len(sl.slots) == 1 })
+	closedCh := make(chan error, 1)
+	go func() { closedCh <- sl.Close() }()
+	select {
+	case <-closedCh:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waits for a handshake in progress")
+	}
+	closed(t, silent, "peer in handshake at Close")
+	if err := sl.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := sl.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept after Close: err = %v", err)
+	}
+}
