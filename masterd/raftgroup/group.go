@@ -444,6 +444,11 @@ func (g *Group) Leader() (id, addr string) {
 	return string(i), string(a)
 }
 
+// Refused counts the raft connections refused since the start, both ways
+// (for a metric: a steady rise is a misconfigured or revoked master, or
+// someone knocking).
+func (g *Group) Refused() uint64 { return g.stream.Refused() }
+
 // CloseRevoked closes the raft connections of certificates the reloaded
 // revocation list now names; call it after Store.Reload.
 func (g *Group) CloseRevoked() int { return g.stream.CloseRevoked() }

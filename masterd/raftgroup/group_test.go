@@ -491,7 +491,7 @@ func TestGroupRevokedMasterIsCutOff(t *testing.T) {
 		if err := m.certs.store.Reload(); err != nil {
 			t.Fatal(err)
 		}
-		before = append(before, m.g.stream.Refused())
+		before = append(before, m.g.Refused())
 		n := m.g.CloseRevoked()
 		t.Logf("%s closed %d connections of %s", m.id, n, bad.id)
 	}
@@ -500,7 +500,7 @@ func TestGroupRevokedMasterIsCutOff(t *testing.T) {
 	// The leader's heartbeats to the revoked master are refused, and so
 	// are the revoked master's vote requests once it gives up on the leader.
 	for i, m := range good {
-		waitFor(t, 10*time.Second, m.id+" to refuse "+bad.id, func() bool { return m.g.stream.Refused() > before[i] })
+		waitFor(t, 10*time.Second, m.id+" to refuse "+bad.id, func() bool { return m.g.Refused() > before[i] })
 	}
 	if got := bad.fsm.get(); !slices.Equal(got, []string{"a"}) {
 		t.Fatalf("revoked %s holds %v, want only what it had before", bad.id, got)
