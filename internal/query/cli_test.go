@@ -573,6 +573,9 @@ func TestJSONSchema(t *testing.T) {
 			t.Errorf("view incarnation %d, want %d", v.Incarnation, want["node-1"])
 		}
 		checkMembers(t, v.Members)
+		if out := run(t, "view", "--slave-socket", socket, "-o", "name", "--status", "alive,suspect"); string(out) != "node-1\nnode-2\n" {
+			t.Errorf("view -o name --status alive,suspect: %q", out)
+		}
 	})
 	t.Run("services, lookup, ping", func(t *testing.T) {
 		l := newTestLab(t)
@@ -595,6 +598,14 @@ func TestJSONSchema(t *testing.T) {
 		code, out, _ = l.run(t, "services", "-o", "name")
 		if code != exitOK || out != "ClusterService/lab\n" {
 			t.Errorf("services -o name: exit %d, %q", code, out)
+		}
+		code, out, _ = l.run(t, "services", "--no-headers")
+		if code != exitOK || !regexp.MustCompile(`^ClusterService +lab +1 +` + regexp.QuoteMeta(addr) + ` +lab/master/m1 +0\.0s +live\n$`).MatchString(out) {
+			t.Errorf("services --no-headers: exit %d, %q", code, out)
+		}
+		code, out, _ = l.run(t, "services", "-o", "wide")
+		if code != exitOK || !strings.HasPrefix(out, "NAME ") || !strings.Contains(out, " spiffe://lab/master/m1 ") {
+			t.Errorf("services -o wide: exit %d, %q; want the owner whole", code, out)
 		}
 	})
 

@@ -713,11 +713,11 @@ func (q *query) services(ctx context.Context) error {
 	p := q.printer()
 	for _, e := range entries {
 		if wide {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Name, e.Instance, e.Version, e.Addr, e.Owner, seconds(e.TTL), seconds(e.Remaining), e.State, p.whenOr(e.Since, false, "-"))
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Name, e.Instance, e.Version, e.Addr, dash(e.Owner), seconds(e.TTL), seconds(e.Remaining), e.State, p.whenOr(e.Since, false, "-"))
 			continue
 		}
 		// The owner without its scheme: the table fits 80 columns (-o wide has it whole).
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", e.Name, e.Instance, e.Version, e.Addr, strings.TrimPrefix(e.Owner, "spiffe://"), seconds(e.Remaining), e.State)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", e.Name, e.Instance, e.Version, e.Addr, dash(strings.TrimPrefix(e.Owner, "spiffe://")), seconds(e.Remaining), e.State)
 	}
 	return tw.Flush()
 }

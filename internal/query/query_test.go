@@ -831,7 +831,7 @@ func (l *testLab) register(addr string) {
 	key := rpcdef.ServiceKey{Name: rpcdef.ClusterService, Instance: "lab"}
 	l.reg.mu.Lock()
 	defer l.reg.mu.Unlock()
-	l.reg.entries[key] = rpcdef.Entry{Service: rpcdef.Service{ServiceKey: key, Version: rpcdef.ClusterVersion, Addr: addr}, State: rpcdef.StateLive}
+	l.reg.entries[key] = rpcdef.Entry{Service: rpcdef.Service{ServiceKey: key, Version: rpcdef.ClusterVersion, Addr: addr}, Owner: "spiffe://lab/master/m1", State: rpcdef.StateLive}
 }
 
 // run runs rpc-query against the lab with the admin certificate.
