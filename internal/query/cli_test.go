@@ -600,7 +600,7 @@ func TestJSONSchema(t *testing.T) {
 			t.Errorf("services -o name: exit %d, %q", code, out)
 		}
 		code, out, _ = l.run(t, "services", "--no-headers")
-		if code != exitOK || !regexp.MustCompile(`^ClusterService +lab +1 +` + regexp.QuoteMeta(addr) + ` +lab/master/m1 +0\.0s +live\n$`).MatchString(out) {
+		if code != exitOK || !regexp.MustCompile(`^ClusterService +lab +1 +`+regexp.QuoteMeta(addr)+` +lab/master/m1 +0\.0s +live\n$`).MatchString(out) {
 			t.Errorf("services --no-headers: exit %d, %q", code, out)
 		}
 		code, out, _ = l.run(t, "services", "-o", "wide")
