@@ -57,6 +57,11 @@ type Master struct {
 	HeartbeatInterval Duration `toml:"heartbeat_interval"`
 	ReportInterval    Duration `toml:"report_interval"`
 	Detector          Detector `toml:"detector"`
+	// ReapLeft and ReapDead: how long a member that left, or is dead,
+	// stays in the roll before the master forgets it (Serf's
+	// tombstone_timeout and reconnect_timeout). Zero keeps it for ever.
+	ReapLeft Duration `toml:"reap_left_after"`
+	ReapDead Duration `toml:"reap_dead_after"`
 
 	HandshakeTimeout Duration `toml:"handshake_timeout"`
 	MaxConns         int      `toml:"max_conns"`
@@ -87,6 +92,8 @@ func DefaultMaster() *Master {
 		StateDir:          "/var/lib/muster/master",
 		HeartbeatInterval: Duration(time.Second),
 		ReportInterval:    Duration(5 * time.Second),
+		ReapLeft:          Duration(24 * time.Hour),
+		ReapDead:          Duration(72 * time.Hour),
 		Detector: Detector{
 			SuspectPhi: 3,
 			DeadPhi:    8,
@@ -133,6 +140,14 @@ func (c *Master) Validate(file string) error {
 	}
 	ck.duration("heartbeat_interval", c.HeartbeatInterval, 50*time.Millisecond, time.Minute)
 	ck.duration("report_interval", c.ReportInterval, 50*time.Millisecond, time.Hour)
+	for _, r := range []struct {
+		key string
+		d   Duration
+	}{{"reap_left_after", c.ReapLeft}, {"reap_dead_after", c.ReapDead}} {
+		if r.d != 0 {
+			ck.duration(r.key, r.d, time.Second, 100*365*24*time.Hour)
+		}
+	}
 	if c.ReportInterval < c.HeartbeatInterval {
 		ck.add("report_interval", "%v is shorter than heartbeat_interval = %v: reports are the heavier call; make it at least as long", c.ReportInterval.D(), c.HeartbeatInterval.D())
 	}
