@@ -60,5 +60,7 @@ fuzz:
 soak: build
 	./scripts/soak.sh
 
+# What the build and the README's by-hand lab leave: the binaries, and lab/
+# with its CA key, configs and logs.
 clean:
-	rm -rf $(BIN)
+	@for d in $(BIN) lab; do if [ -e $$d ]; then echo "removing $$d/"; rm -rf $$d; fi; done
