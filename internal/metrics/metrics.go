@@ -7,6 +7,8 @@ package metrics
 
 import (
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -49,6 +51,17 @@ func buildInfo(i buildinfo.Info) prometheus.Collector {
 	return g
 }
 
+// CertExpiry is muster_cert_expiry_timestamp_seconds: when the daemon's own
+// certificate expires, as a Unix time. notAfter is read at every scrape (a
+// pki.Store's NotAfter), so a reloaded certificate shows at once.
+func CertExpiry(notAfter func() time.Time) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: Namespace,
+		Name:      "cert_expiry_timestamp_seconds",
+		Help:      "When this daemon's own certificate expires (its NotAfter), as a Unix time; a reload changes it.",
+	}, func() float64 { return float64(notAfter().Unix()) })
+}
+
 // Handler serves what reg gathers in the Prometheus text format. A collector
 // that fails is logged and left out; the rest is still served.
 func Handler(reg *prometheus.Registry, log logrus.FieldLogger) http.Handler {
@@ -85,8 +98,8 @@ func NewListeners(prefix string, ls ...Listener) *Listeners {
 		open: prometheus.NewDesc(prefix+"_connections",
 			"Connections open now, by listener.", []string{"listener"}, nil),
 		refused: prometheus.NewDesc(prefix+"_refused_connections_total",
-			"Connections refused since the start, by listener and reason: handshake (TLS or peer credentials failed), "+
-				"connection cap (max_conns reached), attach, bad message (oversized or not a valid request).",
+			"Connections refused since the start, by listener and reason: "+strings.Join(tlsrpc.RefusalReasons(), ", ")+
+				" (calls_in_flight counts calls; see docs/MONITORING.md).",
 			[]string{"listener", "reason"}, nil),
 		ls: ls,
 	}

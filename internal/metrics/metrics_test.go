@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/rpc"
+	"regexp"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,9 @@ import (
 	"github.com/muster-lab/muster/internal/buildinfo"
 	"github.com/muster-lab/muster/internal/tlsrpc"
 )
+
+// snakeCase is what every label value muster sets looks like.
+var snakeCase = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
 
 func quiet() logrus.FieldLogger {
 	l := logrus.New()
@@ -48,17 +53,25 @@ func TestListeners(t *testing.T) {
 
 	reg := NewRegistry()
 	reg.MustRegister(NewListeners("muster_test", Listener{Name: "unix", Server: srv}))
-	want := `
-# HELP muster_test_refused_connections_total Connections refused since the start, by listener and reason: handshake (TLS or peer credentials failed), connection cap (max_conns reached), attach, bad message (oversized or not a valid request).
-# TYPE muster_test_refused_connections_total counter
-muster_test_refused_connections_total{listener="unix",reason="attach"} 1
-muster_test_refused_connections_total{listener="unix",reason="bad message"} 0
-muster_test_refused_connections_total{listener="unix",reason="connection cap"} 0
-muster_test_refused_connections_total{listener="unix",reason="handshake"} 0
-`
+	var want strings.Builder
+	fmt.Fprintf(&want, "# HELP muster_test_refused_connections_total Connections refused since the start, by listener and reason: %s (calls_in_flight counts calls; see docs/MONITORING.md).\n",
+		strings.Join(tlsrpc.RefusalReasons(), ", "))
+	want.WriteString("# TYPE muster_test_refused_connections_total counter\n")
+	reasons := append([]string(nil), tlsrpc.RefusalReasons()...)
+	sort.Strings(reasons)
+	for _, r := range reasons {
+		if !snakeCase.MatchString(r) {
+			t.Errorf("refusal reason %q is not snake_case", r)
+		}
+		n := 0
+		if r == tlsrpc.RefusedAttach {
+			n = 1
+		}
+		fmt.Fprintf(&want, "muster_test_refused_connections_total{listener=\"unix\",reason=%q} %d\n", r, n)
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		err := testutil.GatherAndCompare(reg, strings.NewReader(want), "muster_test_refused_connections_total")
+		err := testutil.GatherAndCompare(reg, strings.NewReader(want.String()), "muster_test_refused_connections_total")
 		if err == nil {
 			break
 		}
@@ -163,5 +176,34 @@ muster_build_info{goversion="go1.26.8",revision="abc123def456+dirty",version="v1
 `
 	if err := testutil.CollectAndCompare(dirty, strings.NewReader(want)); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestCertExpiry reads the certificate's expiry at every scrape, so a
+// reloaded certificate shows without a restart, and promlint is content.
+func TestCertExpiry(t *testing.T) {
+	notAfter := time.Unix(1_900_000_000, 0)
+	reg := NewRegistry()
+	reg.MustRegister(CertExpiry(func() time.Time { return notAfter }))
+	want := func(v int64) string {
+		return fmt.Sprintf(`
+# HELP muster_cert_expiry_timestamp_seconds When this daemon's own certificate expires (its NotAfter), as a Unix time; a reload changes it.
+# TYPE muster_cert_expiry_timestamp_seconds gauge
+muster_cert_expiry_timestamp_seconds %d
+`, v)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want(1_900_000_000)), "muster_cert_expiry_timestamp_seconds"); err != nil {
+		t.Error(err)
+	}
+	notAfter = notAfter.Add(24 * time.Hour) // a reload
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want(1_900_086_400)), "muster_cert_expiry_timestamp_seconds"); err != nil {
+		t.Errorf("after a reload: %v", err)
+	}
+	problems, err := testutil.GatherAndLint(reg, "muster_cert_expiry_timestamp_seconds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", p.Metric, p.Text)
 	}
 }
