@@ -104,7 +104,7 @@ func New(cfg *conf.Registry, log logrus.FieldLogger) (*Server, error) {
 	if s.unix != nil {
 		listeners = append(listeners, metrics.Listener{Name: "unix", Server: s.unix})
 	}
-	s.prom.MustRegister(newTableCollector(s.table), metrics.NewListeners(prefix, listeners...))
+	s.prom.MustRegister(newTableCollector(s.table), metrics.NewListeners(prefix, listeners...), metrics.CertExpiry(cfg.Store.NotAfter))
 	if cfg.HTTPListen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", metrics.Handler(s.prom, log.WithField("listener", "http")))
