@@ -23,6 +23,7 @@ func (s *Server) listenHTTP() error {
 	s.listReg = rpcdef.NewRegistryClient(s.reg.Target(), s.regDial)
 	s.dash = dashboard.New(dashSource{s}, dashboard.Info{
 		Cluster: cfg.Cluster, Master: cfg.Store.Identity().String(), HeartbeatInterval: cfg.HeartbeatInterval.D(),
+		ReportInterval: cfg.ReportInterval.D(),
 	}, s.log.WithField("listener", "http"))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics.Handler(s.prom, s.log.WithField("listener", "http")))

@@ -1,9 +1,11 @@
-// Package dashboard is masterd's read-only web page: one row per node with
-// its status, address, incarnation, CPU and memory, a sparkline of its recent
-// CPU figures and the time since its last heartbeat; the event log; and the
-// registry's services. The page follows the master live through Server-Sent
-// Events. Its files are embedded in the binary: plain HTML, CSS and an ES
-// module, with no build step and nothing fetched from elsewhere.
+// Package dashboard is masterd's read-only web page: a dense table of the
+// roll, built for 10,000 nodes (problem nodes first, filter by name and
+// status, sort by name, status, CPU, memory or age, a capped number of rows
+// drawn), a detail panel for one node (disks, network, uptime, certificate
+// expiry, its CPU figures), the event log, the registry's services, and the
+// master's build and uptime. The page follows the master live through
+// Server-Sent Events. Its files are embedded in the binary: plain HTML, CSS
+// and an ES module, with no build step and nothing fetched from elsewhere.
 package dashboard
 
 import (
@@ -19,6 +21,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/muster-lab/muster/internal/buildinfo"
 	"github.com/muster-lab/muster/rpcdef"
 )
 
@@ -33,8 +36,10 @@ const (
 	// a burst of events costs one snapshot.
 	eventBatch = 50 * time.Millisecond
 	// servicesEvery is how often the registry is asked for its services
-	// while a page is open.
+	// while a page is open. A page that opens on an older list waits for a
+	// new one (servicesWait at most), so its first frame shows no stale lease.
 	servicesEvery = 5 * time.Second
+	servicesWait  = 2 * time.Second
 	// maxClients bounds the event streams open at once; each is a goroutine
 	// waiting on the roll.
 	maxClients = 16
@@ -77,12 +82,20 @@ type Info struct {
 	Cluster           string
 	Master            string // its identity
 	HeartbeatInterval time.Duration
+	// ReportInterval is how often slaves report; a report older than two
+	// of them is shown as stale. Zero means conf's default, 5s.
+	ReportInterval time.Duration
 }
+
+// defaultReportInterval is conf's default report_interval.
+const defaultReportInterval = 5 * time.Second
 
 // Dashboard serves the page and its event stream.
 type Dashboard struct {
 	src      Source
 	info     Info
+	build    string    // buildinfo's line, as --version prints it
+	started  time.Time // about when the master started: when it made its dashboard
 	log      logrus.FieldLogger
 	clients  chan struct{} // one slot per open event stream
 	watching atomic.Int32  // open event streams
@@ -92,15 +105,22 @@ type Dashboard struct {
 	frameAt  time.Time     // when it was made
 	fresh    chan struct{} // closed and replaced at every new frame
 	services servicesView
+
+	fetching sync.Mutex // one registry List at a time
 }
 
 // New makes a dashboard of src. Run keeps it up to date.
 func New(src Source, info Info, log logrus.FieldLogger) *Dashboard {
-	return &Dashboard{src: src, info: info, log: log, clients: make(chan struct{}, maxClients), fresh: make(chan struct{})}
+	if info.ReportInterval <= 0 {
+		info.ReportInterval = defaultReportInterval
+	}
+	return &Dashboard{src: src, info: info, build: buildinfo.Read().String(), started: time.Now(), log: log,
+		clients: make(chan struct{}, maxClients), fresh: make(chan struct{})}
 }
 
-// Handler serves the page at /, its files, the event stream at /events and
-// the current snapshot as JSON at /api/snapshot.
+// Handler serves the page at /, its files, the event stream at /events, the
+// current snapshot as JSON at /api/snapshot and one node's detail at
+// /api/node?name=NODE.
 func (d *Dashboard) Handler() http.Handler {
 	files, err := fs.Sub(static, "static")
 	if err != nil {
@@ -110,6 +130,7 @@ func (d *Dashboard) Handler() http.Handler {
 	mux.Handle("GET /", http.FileServerFS(files))
 	mux.HandleFunc("GET /events", d.stream)
 	mux.HandleFunc("GET /api/snapshot", d.snapshotJSON)
+	mux.HandleFunc("GET /api/node", d.nodeJSON)
 	return secure(mux)
 }
 
@@ -163,39 +184,76 @@ func (d *Dashboard) Run(ctx context.Context) error {
 func (d *Dashboard) servicesLoop(ctx context.Context) {
 	tick := time.NewTicker(snapshotEvery)
 	defer tick.Stop()
-	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
-		if d.watching.Load() == 0 || time.Since(last) < servicesEvery {
-			continue
+		if d.watching.Load() > 0 {
+			d.fetchServices(ctx, servicesEvery)
 		}
-		last = time.Now()
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		entries, err := d.src.Services(cctx)
-		cancel()
-		v := servicesView{At: last.UnixMilli()}
-		if err != nil {
-			v.Error = err.Error()
-			d.mu.Lock()
-			v.List = d.services.List // keep showing the last list, marked with the error
-			d.mu.Unlock()
-		} else {
-			v.List = make([]serviceView, 0, len(entries))
-			for _, e := range entries {
-				v.List = append(v.List, serviceView{
-					Name: e.Name, Instance: e.Instance, Version: e.Version, Addr: e.Addr, Owner: e.Owner,
-					State: e.State, TTL: e.TTL.Milliseconds(), Remaining: e.Remaining.Milliseconds(),
-				})
-			}
-		}
-		d.mu.Lock()
-		d.services = v
-		d.mu.Unlock()
 	}
+}
+
+// servicesStale reports whether the registry's list is older than the
+// loop keeps it.
+func (d *Dashboard) servicesStale() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.services.At == 0 || time.Since(time.UnixMilli(d.services.At)) >= servicesEvery
+}
+
+// loadingFrame is a snapshot frame with the registry's list not yet asked.
+func (d *Dashboard) loadingFrame() []byte {
+	v := d.snapshot()
+	v.Services = servicesView{}
+	data, err := json.Marshal(v)
+	if err != nil {
+		d.log.WithError(err).Error("encode the dashboard's snapshot")
+		return nil
+	}
+	return message("snapshot", data)
+}
+
+// fetchServices asks the registry for its services unless the list is
+// younger than maxAge, and reports whether it asked. On an error the last
+// list is kept, marked with the error and the time it was asked.
+func (d *Dashboard) fetchServices(ctx context.Context, maxAge time.Duration) bool {
+	d.fetching.Lock()
+	defer d.fetching.Unlock()
+	d.mu.Lock()
+	at := d.services.At
+	d.mu.Unlock()
+	if at != 0 && time.Since(time.UnixMilli(at)) < maxAge {
+		return false
+	}
+	asked := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, servicesWait)
+	entries, err := d.src.Services(cctx)
+	cancel()
+	// At is when the answer came: Remaining counts from then.
+	v := servicesView{At: time.Now().UnixMilli(), AskedAt: asked.UnixMilli()}
+	if err != nil {
+		v.Error = err.Error()
+		d.mu.Lock()
+		v.List = d.services.List // keep showing the last list, marked with the error
+		v.ListedAt = d.services.ListedAt
+		d.mu.Unlock()
+	} else {
+		v.ListedAt = v.At
+		v.List = make([]serviceView, 0, len(entries))
+		for _, e := range entries {
+			v.List = append(v.List, serviceView{
+				Name: e.Name, Instance: e.Instance, Version: e.Version, Addr: e.Addr, Owner: e.Owner,
+				State: e.State, TTL: e.TTL.Milliseconds(), Remaining: e.Remaining.Milliseconds(),
+			})
+		}
+	}
+	d.mu.Lock()
+	d.services = v
+	d.mu.Unlock()
+	return true
 }
 
 // current returns the latest snapshot frame, made now if there is none or
@@ -227,6 +285,8 @@ func (d *Dashboard) refresh() {
 	d.mu.Unlock()
 }
 
+// snapshot is the whole roll, lean: what the table shows of each node.
+// The detail panel asks for the rest of one node (nodeJSON).
 func (d *Dashboard) snapshot() snapshotView {
 	nodes, version := d.src.Nodes()
 	d.mu.Lock()
@@ -234,27 +294,58 @@ func (d *Dashboard) snapshot() snapshotView {
 	d.mu.Unlock()
 	v := snapshotView{
 		Now: time.Now().UnixMilli(), Version: version, Cluster: d.info.Cluster, Master: d.info.Master,
-		Heartbeat: d.info.HeartbeatInterval.Milliseconds(),
-		Nodes:     make([]nodeView, 0, len(nodes)), Services: services,
+		Build: d.build, StartedAt: d.started.UnixMilli(),
+		Heartbeat: d.info.HeartbeatInterval.Milliseconds(), Report: d.info.ReportInterval.Milliseconds(),
+		Nodes: make([]nodeView, 0, len(nodes)), Services: services,
 	}
 	for _, n := range nodes {
-		nv := nodeView{
-			Name: n.Name, Addr: n.Addr, Status: string(n.Status), Incarnation: strconv.FormatUint(n.Incarnation, 10),
-			StatusSince: millis(n.StatusSince), LastHeartbeat: millis(n.LastHeartbeat), CPU: make([][2]float64, 0, len(n.CPU)),
-		}
-		if r := n.Resources; r != nil {
-			nv.Report = &reportView{
-				SampledAt: millis(r.SampledAt), CPUCount: r.CPUCount, CPUPercent: r.CPUPercent,
-				MemTotal: r.MemTotal, MemAvailable: r.MemAvailable, MemUsedPercent: r.MemUsedPercent,
-				Load1: r.Load1, Load5: r.Load5, Load15: r.Load15,
-			}
-		}
-		for _, s := range n.CPU {
-			nv.CPU = append(nv.CPU, [2]float64{float64(s.At.UnixMilli()), s.Percent})
-		}
-		v.Nodes = append(v.Nodes, nv)
+		v.Nodes = append(v.Nodes, row(n.Member))
 	}
 	return v
+}
+
+func row(m rpcdef.Member) nodeView {
+	nv := nodeView{
+		Name: m.Name, Addr: m.Addr, Status: string(m.Status), Incarnation: strconv.FormatUint(m.Incarnation, 10),
+		StatusSince: millis(m.StatusSince), LastHeartbeat: millis(m.LastHeartbeat),
+	}
+	if r := m.Resources; r != nil {
+		nv.Report = &reportView{
+			SampledAt: millis(r.SampledAt), CPUCount: r.CPUCount, CPUPercent: r.CPUPercent,
+			MemUsedPercent: r.MemUsedPercent, Load1: r.Load1,
+		}
+	}
+	return nv
+}
+
+// detail is everything the master knows of one node.
+func (d *Dashboard) detail(name string) (detailView, bool) {
+	nodes, _ := d.src.Nodes()
+	for _, n := range nodes {
+		if n.Name != name {
+			continue
+		}
+		v := detailView{
+			nodeView: row(n.Member), Now: time.Now().UnixMilli(), ReportMs: d.info.ReportInterval.Milliseconds(),
+			JoinedAt: millis(n.JoinedAt), CertNotAfter: millis(n.CertNotAfter), CPU: make([][2]float64, 0, len(n.CPU)),
+		}
+		if r := n.Resources; r != nil {
+			f := &fullReport{
+				CPUModel: r.CPUModel, MemTotal: r.MemTotal, MemAvailable: r.MemAvailable, Load5: r.Load5, Load15: r.Load15,
+				SwapTotal: r.SwapTotal, SwapFree: r.SwapFree, NetRx: r.NetRxBytesPerSec, NetTx: r.NetTxBytesPerSec,
+				Uptime: r.Uptime.Milliseconds(), Procs: r.Procs, Disks: make([]diskView, 0, len(r.Disks)),
+			}
+			for _, dk := range r.Disks {
+				f.Disks = append(f.Disks, diskView{Mount: dk.Mount, Total: dk.Total, Free: dk.Free, UsedPercent: dk.UsedPercent})
+			}
+			v.Full = f
+		}
+		for _, s := range n.CPU {
+			v.CPU = append(v.CPU, [2]float64{float64(s.At.UnixMilli()), s.Percent})
+		}
+		return v, true
+	}
+	return detailView{}, false
 }
 
 // stream is the page's event stream: a snapshot and the recent events at
@@ -289,6 +380,17 @@ func (d *Dashboard) stream(w http.ResponseWriter, r *http.Request) {
 	}
 	events, after := d.src.Recent(logLength)
 	frame, fresh := d.current()
+	// No page was open, so the registry's list may be minutes old: the first
+	// frame says the registry is being asked rather than show an old lease,
+	// and the answer comes in the next frame.
+	if d.servicesStale() {
+		go func() {
+			if d.fetchServices(r.Context(), servicesEvery) {
+				d.refresh()
+			}
+		}()
+		frame = d.loadingFrame()
+	}
 	if !send(frame) || !send(eventsMessage(events, true, after)) {
 		return
 	}
@@ -324,6 +426,22 @@ func (d *Dashboard) stream(w http.ResponseWriter, r *http.Request) {
 
 func (d *Dashboard) snapshotJSON(w http.ResponseWriter, _ *http.Request) {
 	data, err := json.Marshal(d.snapshot())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(data)
+}
+
+func (d *Dashboard) nodeJSON(w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("name")
+	v, ok := d.detail(name)
+	if !ok {
+		http.Error(w, "no member "+strconv.Quote(name)+" in the roll: it may have been forgotten; pick another node", http.StatusNotFound)
+		return
+	}
+	data, err := json.Marshal(v)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -369,38 +487,73 @@ type snapshotView struct {
 	Version   uint64       `json:"version"` // the roll's event version: older than an event seen, its statuses are stale
 	Cluster   string       `json:"cluster"`
 	Master    string       `json:"master"`
+	Build     string       `json:"build"`     // "muster devel (abc123def456, go1.26.8)"
+	StartedAt int64        `json:"startedAt"` // the master's start, for its uptime
 	Heartbeat int64        `json:"heartbeatMs"`
+	Report    int64        `json:"reportMs"` // report_interval: a report older than two is stale
 	Nodes     []nodeView   `json:"nodes"`
 	Services  servicesView `json:"services"`
 }
 
+// nodeView is one row of the table; it is kept small, since the whole roll
+// is sent every second.
 type nodeView struct {
-	Name          string       `json:"name"`
-	Addr          string       `json:"addr"`
-	Status        string       `json:"status"`
-	Incarnation   string       `json:"incarnation"`
-	StatusSince   int64        `json:"statusSince"`
-	LastHeartbeat int64        `json:"lastHeartbeat"`
-	Report        *reportView  `json:"report"` // null before the first report
-	CPU           [][2]float64 `json:"cpu"`    // [time, percent], oldest first
+	Name          string      `json:"name"`
+	Addr          string      `json:"addr"`
+	Status        string      `json:"status"`
+	Incarnation   string      `json:"incarnation"`
+	StatusSince   int64       `json:"statusSince"`
+	LastHeartbeat int64       `json:"lastHeartbeat"`
+	Report        *reportView `json:"report"` // null before the first report
 }
 
 type reportView struct {
 	SampledAt      int64   `json:"sampledAt"`
 	CPUCount       int     `json:"cpuCount"`
 	CPUPercent     float64 `json:"cpuPercent"`
-	MemTotal       uint64  `json:"memTotal"`
-	MemAvailable   uint64  `json:"memAvailable"`
 	MemUsedPercent float64 `json:"memUsedPercent"`
 	Load1          float64 `json:"load1"`
-	Load5          float64 `json:"load5"`
-	Load15         float64 `json:"load15"`
+}
+
+// detailView is one node in full, for the detail panel.
+type detailView struct {
+	nodeView
+	Now          int64        `json:"now"`
+	ReportMs     int64        `json:"reportMs"`
+	JoinedAt     int64        `json:"joinedAt"`
+	CertNotAfter int64        `json:"certNotAfter"` // 0: not known (a member restored from the roster)
+	Full         *fullReport  `json:"full"`         // the rest of the last report; null before the first
+	CPU          [][2]float64 `json:"cpu"`          // [time, percent], oldest first
+}
+
+type fullReport struct {
+	CPUModel     string     `json:"cpuModel"`
+	MemTotal     uint64     `json:"memTotal"`
+	MemAvailable uint64     `json:"memAvailable"`
+	Load5        float64    `json:"load5"`
+	Load15       float64    `json:"load15"`
+	SwapTotal    uint64     `json:"swapTotal"`
+	SwapFree     uint64     `json:"swapFree"`
+	NetRx        float64    `json:"netRxBytesPerSec"`
+	NetTx        float64    `json:"netTxBytesPerSec"`
+	Uptime       int64      `json:"uptimeMs"`
+	Procs        int        `json:"procs"`
+	Disks        []diskView `json:"disks"`
+}
+
+type diskView struct {
+	Mount       string  `json:"mount"`
+	Total       uint64  `json:"total"`
+	Free        uint64  `json:"free"`
+	UsedPercent float64 `json:"usedPercent"`
 }
 
 type servicesView struct {
-	At    int64         `json:"at"` // when the registry was last asked; 0: not yet
-	Error string        `json:"error,omitempty"`
-	List  []serviceView `json:"list"`
+	At       int64         `json:"at"`       // when the registry last answered or failed; 0: not asked yet
+	AskedAt  int64         `json:"askedAt"`  // when that question was sent
+	ListedAt int64         `json:"listedAt"` // when List was read; older than At after an error
+	Error    string        `json:"error,omitempty"`
+	List     []serviceView `json:"list"`
 }
 
 type serviceView struct {

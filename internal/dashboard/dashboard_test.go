@@ -21,10 +21,12 @@ import (
 
 // roll is a fake Source: a roll and its events, changed by the test.
 type roll struct {
-	mu      sync.Mutex
-	nodes   []Node
-	events  []rpcdef.Event
-	changed chan struct{}
+	mu       sync.Mutex
+	nodes    []Node
+	events   []rpcdef.Event
+	changed  chan struct{}
+	services []rpcdef.Entry // nil: the registry does not answer
+	asked    int            // Services calls
 }
 
 func newRoll() *roll { return &roll{changed: make(chan struct{})} }
@@ -70,7 +72,13 @@ func (r *roll) Since(after uint64, reply *rpcdef.WatchReply) (bool, <-chan struc
 }
 
 func (r *roll) Services(context.Context) ([]rpcdef.Entry, error) {
-	return nil, errors.New("no registry in this test")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.asked++
+	if r.services == nil {
+		return nil, errors.New("no registry in this test")
+	}
+	return slices.Clone(r.services), nil
 }
 
 func quiet() logrus.FieldLogger {
@@ -233,5 +241,140 @@ func TestStreamCap(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("stream past the cap: %s", resp.Status)
+	}
+}
+
+// TestNodeDetail: api/node has all the master knows of one node, its
+// incarnation as a string, and says what to do about an unknown name.
+func TestNodeDetail(t *testing.T) {
+	r := newRoll()
+	r.emit(rpcdef.Event{Kind: rpcdef.EventJoined, Node: "node-1", Incarnation: 1<<62 + 1, At: time.Now()}, rpcdef.StatusAlive)
+	notAfter := time.Now().Add(90 * 24 * time.Hour).Truncate(time.Millisecond)
+	r.mu.Lock()
+	r.nodes[0].CertNotAfter = notAfter
+	r.nodes[0].Resources = &rpcdef.Resources{
+		SampledAt: time.Now(), CPUCount: 4, CPUPercent: 37.5, MemTotal: 8 << 30, MemAvailable: 2 << 30, MemUsedPercent: 75,
+		Disks:            []rpcdef.DiskUsage{{Mount: "/", Total: 100 << 30, Free: 40 << 30, UsedPercent: 60}},
+		NetRxBytesPerSec: 1500, NetTxBytesPerSec: 700, Uptime: 3 * time.Hour, Procs: 123,
+	}
+	r.nodes[0].CPU = []Sample{{At: time.Now().Add(-time.Second), Percent: 30}, {At: time.Now(), Percent: 37.5}}
+	r.mu.Unlock()
+	_, ts := serve(t, r)
+
+	resp, err := http.Get(ts.URL + "/api/node?name=node-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Name         string `json:"name"`
+		Incarnation  string `json:"incarnation"`
+		CertNotAfter int64  `json:"certNotAfter"`
+		ReportMs     int64  `json:"reportMs"`
+		Report       *struct {
+			CPUPercent float64 `json:"cpuPercent"`
+		} `json:"report"`
+		Full *struct {
+			NetRx  float64 `json:"netRxBytesPerSec"`
+			Uptime int64   `json:"uptimeMs"`
+			Procs  int     `json:"procs"`
+			Disks  []struct {
+				Mount string `json:"mount"`
+				Free  uint64 `json:"free"`
+			} `json:"disks"`
+		} `json:"full"`
+		CPU [][2]float64 `json:"cpu"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&v)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /api/node: %s, %v", resp.Status, err)
+	}
+	if v.Name != "node-1" || v.Incarnation != "4611686018427387905" || v.CertNotAfter != notAfter.UnixMilli() || v.ReportMs != 5000 {
+		t.Errorf("detail %+v", v)
+	}
+	if v.Report == nil || v.Report.CPUPercent != 37.5 || v.Full == nil || v.Full.NetRx != 1500 || v.Full.Uptime != (3*time.Hour).Milliseconds() ||
+		v.Full.Procs != 123 || len(v.Full.Disks) != 1 || v.Full.Disks[0].Mount != "/" || v.Full.Disks[0].Free != 40<<30 || len(v.CPU) != 2 {
+		t.Errorf("detail figures: report %+v, full %+v, %d CPU figures", v.Report, v.Full, len(v.CPU))
+	}
+
+	resp, err = http.Get(ts.URL + "/api/node?name=node-9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), `no member "node-9"`) {
+		t.Errorf("GET /api/node for an unknown node: %s %q", resp.Status, body)
+	}
+}
+
+// TestSnapshotIsLean: the roll sent every second carries the table's
+// figures, the master's build and start, and no per-node history.
+func TestSnapshotIsLean(t *testing.T) {
+	r := newRoll()
+	r.emit(rpcdef.Event{Kind: rpcdef.EventJoined, Node: "node-1", Incarnation: 1, At: time.Now()}, rpcdef.StatusAlive)
+	r.mu.Lock()
+	r.nodes[0].CPU = []Sample{{At: time.Now(), Percent: 1}}
+	r.nodes[0].Resources = &rpcdef.Resources{Disks: []rpcdef.DiskUsage{{Mount: "/"}}}
+	r.mu.Unlock()
+	_, ts := serve(t, r)
+	resp, err := http.Get(ts.URL + "/api/snapshot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var snap snapshotView
+	if err := json.Unmarshal(body, &snap); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(snap.Build, "muster ") || snap.StartedAt == 0 || snap.StartedAt > snap.Now || snap.Report != 5000 {
+		t.Errorf("build %q, started %d, now %d, report %dms", snap.Build, snap.StartedAt, snap.Now, snap.Report)
+	}
+	for _, k := range []string{`"cpu":`, `"disks"`} {
+		if strings.Contains(string(body), k) {
+			t.Errorf("the snapshot has %s: per-node history belongs in api/node\n%s", k, body)
+		}
+	}
+}
+
+// TestFirstFrameNoStaleLease: a page opened while the registry's list is
+// old is told the registry is being asked, not shown the old lease; the
+// next snapshot has the fresh one.
+func TestFirstFrameNoStaleLease(t *testing.T) {
+	r := newRoll()
+	r.services = []rpcdef.Entry{{Service: rpcdef.Service{ServiceKey: rpcdef.ServiceKey{Name: "ClusterService", Instance: "lab"}, Addr: "127.0.0.1:1"},
+		Owner: "spiffe://lab/master/m1", State: "live", TTL: 3 * time.Second, Remaining: 2900 * time.Millisecond}}
+	d, ts := serve(t, r)
+	// What an earlier page left: a list read a minute ago, its lease long gone.
+	old := time.Now().Add(-time.Minute).UnixMilli()
+	d.mu.Lock()
+	d.services = servicesView{At: old, ListedAt: old, List: []serviceView{{Name: "ClusterService", Instance: "lab", State: "live", Remaining: 2900}}}
+	d.mu.Unlock()
+
+	opened := time.Now().UnixMilli()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	s := &sse{t: t, sc: bufio.NewScanner(resp.Body)}
+	var snap snapshotView
+	s.nextOf("snapshot", &snap)
+	if snap.Services.At != 0 || len(snap.Services.List) != 0 {
+		t.Fatalf("the first frame shows a list from %v ago: %+v", time.Duration(snap.Now-snap.Services.At)*time.Millisecond, snap.Services)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for snap.Services.At == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no snapshot with the registry's fresh list")
+		}
+		s.nextOf("snapshot", &snap)
+	}
+	if snap.Services.At < opened || len(snap.Services.List) != 1 || snap.Services.List[0].Remaining != 2900 || snap.Services.Error != "" {
+		t.Errorf("the next list: %+v (page opened at %d)", snap.Services, opened)
 	}
 }
