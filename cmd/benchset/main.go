@@ -37,7 +37,7 @@ func run(args []string) int {
 	daemon.Usage(fs, "benchset [--out FILE] [--plot FILE] [--bin DIR] [--quick] [--micro FILE] [--keep]", about)
 	o := benchset.Options{Plan: benchset.StandardPlan(), Repo: ".", ProcRoot: "/proc", Progress: os.Stderr}
 	fs.StringVar(&o.Out, "out", "docs/BENCHMARKS.md", "the doc (a markdown `file`) to write the section into")
-	fs.StringVar(&o.Plot, "plot", "docs/bench-scale.png", "the PNG `file` to draw; \"\" for none")
+	fs.StringVar(&o.Plot, "plot", "docs/bench-scale.svg", "the SVG `file` to draw the figures in; \"\" for none")
 	fs.StringVar(&o.Bin, "bin", "bin", "the `dir`ectory of certgen, registryd, masterd, slaved and loadgen")
 	fs.StringVar(&o.Examples, "examples", "conf/examples", "the `dir`ectory of the example configs")
 	fs.StringVar(&o.Micro, "micro", "", "a `file` of go test -bench output to quote in the doc")

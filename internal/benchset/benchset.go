@@ -25,7 +25,7 @@ type Options struct {
 	Examples string // conf/examples
 	Repo     string // the checkout, for its commit
 	Out      string // docs/BENCHMARKS.md
-	Plot     string // docs/bench-scale.png
+	Plot     string // docs/bench-scale.svg
 	Micro    string // a file of go test -bench output to quote; "" for none
 	Keep     bool   // keep the lab directories
 	ProcRoot string // normally /proc

@@ -2,7 +2,7 @@
 // fresh registryd and masterd for each number of simulated slaves, and one
 // real slaved left idle, all as separate processes on 127.0.0.1. It writes
 // the figures, each against its target, into docs/BENCHMARKS.md between two
-// markers, and draws them in a PNG.
+// markers, and draws them in an SVG.
 package benchset
 
 import (

@@ -21,7 +21,7 @@ type Report struct {
 	IdleErr string // why Idle is nil
 
 	Micro string // the micro-benchmarks' go test output; "" if none was given
-	Plot  string // the PNG as the doc links it; "" for none
+	Plot  string // the SVG as the doc links it; "" for none
 }
 
 // LoadResult is one loadgen run: its figures, or why there are none.

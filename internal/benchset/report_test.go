@@ -52,7 +52,7 @@ func standardReport(t *testing.T) *Report {
 		Idle:    &Idle{Window: 60*time.Second + 2*time.Millisecond, CPUPercent: 0.08, PeakRSS: 11_010_048, HWM: 11_534_336, Samples: 62},
 		IdleCmd: "slaved --config slave.toml   # conf/examples/slave.toml, idle for 1 min",
 		Micro:   "goos: linux\nBenchmarkObserve-2   \t20000000\t        17.6 ns/op\t       0 B/op\nPASS\n",
-		Plot:    "bench-scale.png",
+		Plot:    "bench-scale.svg",
 	}
 }
 
