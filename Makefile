@@ -27,7 +27,7 @@ test: vet
 
 # The micro-benchmarks, each command and its output kept in $(BENCH_OUT)/micro.out
 # (*.out is gitignored), then the scale set: bin/benchset writes both, with every
-# figure, into docs/BENCHMARKS.md and draws docs/bench-scale.png.
+# figure, into docs/BENCHMARKS.md and draws docs/bench-scale.svg.
 BENCH_OUT ?= bench-out
 MICRO_OUT := $(BENCH_OUT)/micro.out
 define micro
