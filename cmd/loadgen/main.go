@@ -35,26 +35,31 @@ The detector needs 16 heartbeats of history for its fast regime (dead about
 1.5s after the last heartbeat; about 3.6s before): keep --at at 18s or more to
 measure that, or expect the slower figures.
 
-Benchmarks. Start registryd and masterd from conf/examples in a lab directory
-(certs/ from certgen; in master.toml set pprof = "127.0.0.1:6060" to profile
-it), then, from that directory:
+Benchmarks. make bench runs the set of record (internal/benchset's
+StandardPlan) and prints each command line it ran in docs/BENCHMARKS.md,
+with --json and its lab's registry address and masterd pid. By hand: start
+registryd and masterd from conf/examples in a lab directory (certs/ from
+certgen; in master.toml set pprof = "127.0.0.1:6060" to profile it), then,
+from that directory, run what make bench runs:
 
   N=100:
-    loadgen --registry 127.0.0.1:7111 --ca certs/ca.pem --ca-key certs/ca-key.pem \
-      --master-pid $(pidof masterd) -n 100 --duration 40s --at 20s --kill 5 --silence 5
+    loadgen --registry 127.0.0.1:7111 --ca certs/ca.pem \
+      --ca-key certs/ca-key.pem --master-pid $(pidof masterd) \
+      -n 100 --duration 30s --at 20s --kill 5 --silence 5
   N=1,000:
-    loadgen --registry 127.0.0.1:7111 --ca certs/ca.pem --ca-key certs/ca-key.pem \
-      --master-pid $(pidof masterd) -n 1000 --duration 60s --at 25s --kill 10 --silence 10
+    loadgen --registry 127.0.0.1:7111 --ca certs/ca.pem \
+      --ca-key certs/ca-key.pem --master-pid $(pidof masterd) \
+      -n 1000 --duration 45s --at 22s --kill 10 --silence 10
   N=10,000 (ulimit -n 20000 for both loadgen and masterd):
-    loadgen --registry 127.0.0.1:7111 --ca certs/ca.pem --ca-key certs/ca-key.pem \
-      --master-pid $(pidof masterd) -n 10000 --roll=false --watch-start ready \
-      --join-timeout 10m --duration 5m --at 60s --spacing 10s --kill 10 --silence 10
+    loadgen --registry 127.0.0.1:7111 --ca certs/ca.pem \
+      --ca-key certs/ca-key.pem --master-pid $(pidof masterd) \
+      -n 10000 --duration 5m --join-timeout 10m --roll=false \
+      --watch-start ready --at 60s --kill 10 --silence 10 --spacing 10s
 
 At 10,000 the joins leave the roll out (--roll=false) and the watchers start
 after the cold join (--watch-start ready): with the roll in every join reply
 and every watcher told of every join, a cold join of N moves O(N²) members and
-events, 50 million at 10,000. make bench runs this set and writes
-docs/BENCHMARKS.md.
+events, 50 million at 10,000.
 
 Every run is bounded: --duration at most 15m, --join-timeout at most 15m.
 

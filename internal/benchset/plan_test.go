@@ -1,6 +1,9 @@
 package benchset
 
 import (
+	"os"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/muster-lab/muster/internal/loadgen"
@@ -35,5 +38,21 @@ func TestCommand(t *testing.T) {
 	}
 	if got := Command("", 0, Load{N: 5, Duration: 10 * 1e9}); got != "loadgen --json --registry $REGISTRY --ca certs/ca.pem --ca-key certs/ca-key.pem --master-pid $MASTER_PID -n 5 --duration 10s" {
 		t.Errorf("placeholders: %s", got)
+	}
+}
+
+// loadgen's --help gives, for each N of the standard set, the command make
+// bench runs, less --json and with the lab's usual registry and pid.
+func TestLoadgenHelpRunsThePlan(t *testing.T) {
+	src, err := os.ReadFile("../../cmd/loadgen/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	help := regexp.MustCompile(`\\\n\s*`).ReplaceAllString(string(src), "") // the recipes' continued lines
+	for _, l := range StandardPlan().Loads {
+		want := "loadgen " + strings.Join(loadgenArgs("127.0.0.1:7111", "$(pidof masterd)", l)[1:], " ")
+		if !strings.Contains(help, want) {
+			t.Errorf("cmd/loadgen's help has no recipe for %s as make bench runs it; want\n%s", l.Label(), want)
+		}
 	}
 }
