@@ -22,6 +22,18 @@ const DefaultMaxMessage = 16 << 20
 // ErrMessageTooLarge is returned when a peer sends a message over the limit.
 var ErrMessageTooLarge = errors.New("message exceeds the size limit")
 
+// MessageTimer is told when a message has started to arrive and when its
+// last byte has, so that it can bound the time between the two (a peer that
+// sends a large length prefix and then one byte at a time would otherwise
+// hold the message's buffer for as long as it likes). It is called on the
+// goroutine reading the stream, only for a message not already buffered
+// whole when its first byte is read: a message that arrived at once costs
+// nothing. MessageEnded is not called for a message the stream ended in.
+type MessageTimer interface {
+	MessageStarted()
+	MessageEnded()
+}
+
 // framedReader passes a gob stream through and reads each message's length
 // prefix itself, so that a message claiming more than limit bytes is refused
 // before gob sees the claim: gob allocates from the claim, up to 10 MiB,
@@ -33,10 +45,29 @@ type framedReader struct {
 	left    uint64  // payload bytes of the current message still to pass on
 	pending []byte  // a checked length prefix not yet passed on
 	prefix  [9]byte // room for the longest prefix
+	timer   MessageTimer
+	timing  bool // timer has been told the current message started
 }
 
-func newFramedReader(r io.Reader, limit int) *framedReader {
-	return &framedReader{r: bufio.NewReader(r), limit: uint64(limit)}
+func newFramedReader(r io.Reader, limit int, timer MessageTimer) *framedReader {
+	return &framedReader{r: bufio.NewReader(r), limit: uint64(limit), timer: timer}
+}
+
+// started tells the timer that a message has begun, unless the next want
+// bytes of it are already buffered.
+func (f *framedReader) started(want int) {
+	if f.timer != nil && !f.timing && f.r.Buffered() < want {
+		f.timing = true
+		f.timer.MessageStarted()
+	}
+}
+
+// ended tells the timer that the current message is all read.
+func (f *framedReader) ended() {
+	if f.timing {
+		f.timing = false
+		f.timer.MessageEnded()
+	}
 }
 
 // next reads and checks the length prefix of the next message.
@@ -52,6 +83,7 @@ func (f *framedReader) next() error {
 		if size < 1 || size > 8 {
 			return fmt.Errorf("gob: bad message length prefix %#x", b)
 		}
+		f.started(size)
 		if _, err := io.ReadFull(f.r, f.prefix[1:1+size]); err != nil {
 			return err
 		}
@@ -65,6 +97,11 @@ func (f *framedReader) next() error {
 		return fmt.Errorf("%w: a message claims %d bytes, the limit is %d", ErrMessageTooLarge, count, f.limit)
 	}
 	f.pending, f.left = f.prefix[:n], count
+	if count == 0 {
+		f.ended()
+	} else {
+		f.started(int(count))
+	}
 	return nil
 }
 
@@ -87,6 +124,9 @@ func (f *framedReader) Read(p []byte) (int, error) {
 	}
 	n, err := f.r.Read(p)
 	f.left -= uint64(n)
+	if f.left == 0 {
+		f.ended()
+	}
 	return n, err
 }
 
@@ -177,11 +217,17 @@ type serverCodec struct {
 // NewServerCodec returns the codec every muster server speaks. maxMessage
 // <= 0 means DefaultMaxMessage.
 func NewServerCodec(conn io.ReadWriteCloser, maxMessage int) rpc.ServerCodec {
+	return NewTimedServerCodec(conn, maxMessage, nil)
+}
+
+// NewTimedServerCodec is NewServerCodec telling timer, if not nil, when each
+// request message starts and ends (see MessageTimer).
+func NewTimedServerCodec(conn io.ReadWriteCloser, maxMessage int, timer MessageTimer) rpc.ServerCodec {
 	if maxMessage <= 0 {
 		maxMessage = DefaultMaxMessage
 	}
 	buf := bufio.NewWriter(conn)
-	return &serverCodec{rwc: conn, dec: gob.NewDecoder(newFramedReader(conn, maxMessage)), enc: newEncoder(buf), encBuf: buf}
+	return &serverCodec{rwc: conn, dec: gob.NewDecoder(newFramedReader(conn, maxMessage, timer)), enc: newEncoder(buf), encBuf: buf}
 }
 
 func (c *serverCodec) ReadRequestHeader(r *rpc.Request) error {
@@ -269,7 +315,7 @@ func NewClientCodec(conn io.ReadWriteCloser, maxMessage int) rpc.ClientCodec {
 		maxMessage = DefaultMaxMessage
 	}
 	buf := bufio.NewWriter(conn)
-	return &clientCodec{rwc: conn, dec: gob.NewDecoder(newFramedReader(conn, maxMessage)), enc: gob.NewEncoder(buf), encBuf: buf}
+	return &clientCodec{rwc: conn, dec: gob.NewDecoder(newFramedReader(conn, maxMessage, nil)), enc: gob.NewEncoder(buf), encBuf: buf}
 }
 
 // WriteRequest is called by net/rpc with its sending mutex held.

@@ -105,7 +105,9 @@ type waiter struct {
 
 func (w *waiter) Wait(_ *rpcdef.Empty, _ *rpcdef.Empty) error {
 	defer w.returned.Add(1)
-	w.peer.Block()
+	if err := w.peer.Block(); err != nil {
+		return err
+	}
 	w.waiting <- struct{}{}
 	select {
 	case <-w.release:
