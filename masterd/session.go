@@ -123,14 +123,17 @@ func (x *Session) Watch(args *rpcdef.WatchArgs, reply *rpcdef.WatchReply) error 
 	// the same instant, and come back together, every WatchWait.
 	wait -= rand.N(wait/4 + 1)
 	blocked := false
+	var blockErr error // the connection has as many calls waiting as it may
 	block := func() {
 		if !blocked {
 			blocked = true
-			x.peer.Block() // the connection's other calls go on meanwhile
+			blockErr = x.peer.Block() // the connection's other calls go on meanwhile
 		}
 	}
 	if news, changed, version := x.s.ms.Pending(args.After); !news {
-		block()
+		if block(); blockErr != nil {
+			return blockErr
+		}
 		timer := time.NewTimer(wait)
 		defer timer.Stop()
 		select {
