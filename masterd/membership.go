@@ -37,13 +37,38 @@ type Timing struct {
 }
 
 type node struct {
-	m        rpcdef.Member
-	arr      Arrivals
-	connID   uint64    // the connection of its latest call
-	closedAt time.Time // when that connection closed; zero while it is open
+	m   rpcdef.Member
+	arr Arrivals
+	// sessions are its open connections that have carried a Join or a
+	// Heartbeat: the only ones whose close is evidence of its death, and
+	// only once the last of them has closed. A Watch or a Report on
+	// another connection never counts, so no diagnostic with the slave's
+	// certificate can get it declared dead. At most maxSessions: past it
+	// the oldest is forgotten.
+	sessions []uint64
+	closedAt time.Time // when its last session closed; zero while one is open
 	cpu      cpuRing   // its recent CPU figures, for the dashboard
 	// lateTicks counts the detector's ticks in a row that found it late.
 	lateTicks int
+	budget    eventBudget // how many events it may still cause now
+	collapsed int         // its events since the budget ran out, not yet told
+}
+
+// maxSessions bounds the connections kept per node as evidence. slaved
+// uses one; a second is its reconnect or a diagnostic.
+const maxSessions = 4
+
+// session notes connID as one of n's sessions: it is open and speaks for
+// the slave.
+func (n *node) session(connID uint64) {
+	n.closedAt = time.Time{}
+	if slices.Contains(n.sessions, connID) {
+		return
+	}
+	if len(n.sessions) == maxSessions {
+		n.sessions = append(n.sessions[:0], n.sessions[1:]...)
+	}
+	n.sessions = append(n.sessions, connID)
 }
 
 // up says the node counts as running: alive, or suspect and not yet dead.
@@ -111,14 +136,15 @@ type Membership struct {
 	held    time.Time // when verdicts were held because nobody heartbeated; zero if not
 	crowd   time.Time // when verdicts were held because a crowd was late at once; zero if not
 	judged  []verdict // Tick's, kept to save the allocation
-	// arrivals marks the arrival count at each recent tick, oldest first.
-	arrivals []arrivalMark
-	stopped  bool // the master is shutting down: its closing connections say nothing
+	stopped bool      // the master is shutting down: its closing connections say nothing
 	// recovering: until then, after a stall of the master itself, nobody is
 	// declared dead. The slaves' calls timed out while the master was
 	// stalled, they closed their connections and backed off, and need time
 	// to come back; one not heard from by then is past max_dead and dead.
 	recovering time.Time
+	// flapping are the nodes whose events are being folded (see emit).
+	// Each is in the roll, so it is bounded by it.
+	flapping []*node
 }
 
 // feed is the event log at one version. It is replaced at every event,
@@ -141,8 +167,9 @@ func NewMembership(t Timing, log logrus.FieldLogger) *Membership {
 	return ms
 }
 
-// emit records an event. m.mu is held.
-func (ms *Membership) emit(n *node, kind rpcdef.EventKind, reason string, now time.Time) {
+// tell records an event and wakes the watchers. Most callers go through
+// emit, which keeps each node to its budget. ms.mu is held.
+func (ms *Membership) tell(n *node, kind rpcdef.EventKind, reason string, now time.Time) {
 	ms.version++
 	e := rpcdef.Event{Version: ms.version, Kind: kind, Node: n.m.Name, Incarnation: n.m.Incarnation,
 		Addr: n.m.Addr, Status: n.m.Status, At: now, Reason: reason}
@@ -242,7 +269,7 @@ func (ms *Membership) admit(n *node, c Caller, inc uint64, now time.Time) {
 	n.m.Addr = c.Addr
 	n.m.CertNotAfter = c.CertNotAfter
 	n.m.LastHeartbeat = now
-	n.connID, n.closedAt = c.ConnID, time.Time{}
+	n.session(c.ConnID)
 	if n.m.Status == rpcdef.StatusAlive || n.m.Status == rpcdef.StatusSuspect {
 		n.arr.Observe(now, &ms.t.Detector)
 	} else {
@@ -290,7 +317,7 @@ func (ms *Membership) Heartbeat(c Caller, inc uint64) (uint64, error) {
 		ms.met.arrival(now.Sub(n.m.LastHeartbeat))
 	}
 	n.m.LastHeartbeat = now
-	n.connID, n.closedAt = c.ConnID, time.Time{}
+	n.session(c.ConnID)
 	if n.m.Status == rpcdef.StatusSuspect {
 		ms.setStatus(n, rpcdef.StatusAlive, now)
 		ms.emit(n, rpcdef.EventAlive, "heartbeat arrived", now)
@@ -308,7 +335,6 @@ func (ms *Membership) Report(c Caller, inc uint64, r rpcdef.Resources) (uint64, 
 	}
 	n.m.Resources = &r
 	n.cpu.add(r.SampledAt, r.CPUPercent)
-	n.connID, n.closedAt = c.ConnID, time.Time{}
 	return ms.version, nil
 }
 
@@ -330,30 +356,35 @@ func (ms *Membership) Leave(c Caller, inc uint64, reason string) error {
 	return nil
 }
 
-// Touch notes that a slave called on connID (a watch, say), so the close of
-// an older connection no longer counts against it.
-func (ms *Membership) Touch(name string, connID uint64) {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	if n, ok := ms.nodes[name]; ok && n.connID != connID {
-		n.connID, n.closedAt = connID, time.Time{}
-	}
-}
-
 // ConnClosed is the evidence of a closed connection: the kernel of a killed
-// process closes its sockets at once. The node is suspect now, and dead
-// unless it is back within the close grace.
+// process closes its sockets at once. Once the last of a node's sessions
+// has closed, the node is suspect, and dead unless it is back within the
+// close grace.
 func (ms *Membership) ConnClosed(name string, connID uint64) {
 	now := ms.now()
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	n, ok := ms.nodes[name]
-	if !ok || ms.stopped || n.connID != connID || !n.closedAt.IsZero() {
+	if !ok || ms.stopped {
+		return
+	}
+	i := slices.Index(n.sessions, connID)
+	if i < 0 {
+		return // not one of its sessions: a watch, a view, a diagnostic
+	}
+	n.sessions = slices.Delete(n.sessions, i, i+1)
+	if len(n.sessions) > 0 || !n.closedAt.IsZero() {
 		return
 	}
 	switch n.m.Status {
 	case rpcdef.StatusAlive:
 		n.closedAt = now
+		// Stall first, evidence second: a close that arrives while the
+		// master is stalled, or recovering from a stall, is most likely the
+		// slave giving up on it. Tick judges it once the stall is known.
+		if ms.self.Overdue(now) || now.Before(ms.recovering) {
+			return
+		}
 		ms.setStatus(n, rpcdef.StatusSuspect, now)
 		ms.emit(n, rpcdef.EventSuspect, "connection closed", now)
 	case rpcdef.StatusSuspect:
@@ -379,7 +410,7 @@ func (ms *Membership) Forget(name string) error {
 		return rpcdef.Errorf(rpcdef.CodeNotFound, "no node %s", name)
 	}
 	delete(ms.nodes, name)
-	ms.emit(n, rpcdef.EventForgotten, "forgotten by an admin", now)
+	ms.tell(n, rpcdef.EventForgotten, "forgotten by an admin", now)
 	return nil
 }
 
@@ -393,7 +424,8 @@ func (ms *Membership) Evict(name, reason string) error {
 		return rpcdef.Errorf(rpcdef.CodeNotFound, "no node %s", name)
 	}
 	ms.setStatus(n, rpcdef.StatusDead, now)
-	ms.emit(n, rpcdef.EventDead, "evicted by an admin: "+reason, now)
+	ms.tell(n, rpcdef.EventDead, "evicted by an admin: "+reason, now)
+	n.collapsed = 0 // told now, with its state
 	return nil
 }
 
@@ -402,8 +434,9 @@ func (ms *Membership) Tick(now time.Time) {
 	stall := ms.self.Tick(now)
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
+	ms.flush(now)
 	if stall > 0 {
-		ms.forgive(stall)
+		ms.forgive(stall, now)
 		// A short lag (a busy moment, a GC) is only forgiven. A stall long
 		// enough for the slaves' calls to have failed also gives them
 		// max_dead to come back before anyone is declared dead.
@@ -418,20 +451,33 @@ func (ms *Membership) Tick(now time.Time) {
 	// Nobody at all heartbeating is the master's problem (its network), not
 	// every slave's: hold heartbeat verdicts until someone is heard again.
 	// Suspects count: a steady node is suspect before it can be dead.
+	if stall >= ms.t.Detector.MinDead {
+		ms.met.hold(holdStall)
+	}
+	// The heartbeats handled over the last interval or a little more, and
+	// how many the members alive for all of it send in that time.
+	got, span := ms.self.Handled(now, ms.t.Detector.Interval)
+	var want float64
 	up := 0
+	var prior Prior // the cluster's cadence, for the nodes still warming up
 	for _, n := range ms.nodes {
 		if n.up() {
 			up++
+			prior.Add(&n.arr)
+			if span > 0 && n.m.Status == rpcdef.StatusAlive && now.Sub(n.m.StatusSince) >= span {
+				want += float64(span.Microseconds()) / n.arr.meanGap(&ms.t.Detector)
+			}
 		}
 	}
 	quiet := ms.self.QuietFor(now)
 	if up >= 2 && quiet > ms.t.Detector.MinDead {
 		if ms.held.IsZero() {
 			ms.held = now
+			ms.met.hold(holdQuiet)
 			ms.log.Warnf("no heartbeat from any of %d slaves for %v: suspecting the master's own network, holding verdicts", up, quiet.Round(time.Millisecond))
 		}
 	} else if !ms.held.IsZero() {
-		ms.forgive(now.Sub(ms.held))
+		ms.forgive(now.Sub(ms.held), now)
 		ms.log.Infof("heartbeats arrive again after %v; verdicts resume", now.Sub(ms.held).Round(time.Millisecond))
 		ms.held = time.Time{}
 	}
@@ -445,7 +491,7 @@ func (ms *Membership) Tick(now time.Time) {
 		if !n.up() || !n.closedAt.IsZero() {
 			continue
 		}
-		v := n.arr.Judge(now, &ms.t.Detector)
+		v := n.arr.JudgeWith(now, &ms.t.Detector, &prior)
 		if v == VerdictAlive {
 			n.lateTicks = 0
 			continue
@@ -458,8 +504,16 @@ func (ms *Membership) Tick(now time.Time) {
 		}
 	}
 	ms.judged = judged[:0]
-	got, want := ms.throughput(now, up)
-	behind := want >= minThroughputCheck && float64(got) < behindShare*float64(want)
+	// The master is behind when its own loop ran late within the last
+	// interval (see SelfMonitor.Behind), or when it handled far fewer
+	// heartbeats over a whole interval than its members send (its handlers
+	// starved of CPU): lateness seen now may be its doing. Either holds
+	// only while someone is late. Neither fires on an idle master: its
+	// ticks are on time, and over a whole interval every member's phase is
+	// counted once, however the phases are spread.
+	lagged := ms.self.Behind(now, ms.t.Detector.Interval)
+	starved := want >= minHandledCheck && float64(got) < behindShare*want
+	behind := late > 0 && (lagged || starved)
 	// Once held, the hold lasts until the crowd is down to a quarter and
 	// an interval has passed for the late ones to be heard from.
 	crowded := late >= massLate(up) || behind ||
@@ -468,9 +522,16 @@ func (ms *Membership) Tick(now time.Time) {
 		if ms.crowd.IsZero() {
 			ms.crowd = now
 			if behind {
-				ms.log.Warnf("%d heartbeats handled in the last %v where %d slaves send %d: this master is behind (its CPU, a garbage collection), not they; holding heartbeat verdicts for up to %v",
-					got, throughputWindow, up, want, ms.t.Detector.MaxDead)
+				ms.met.hold(holdBehind)
+				cause := fmt.Sprintf("its own detector ran late within the last %v", ms.t.Detector.Interval)
+				if !lagged {
+					cause = fmt.Sprintf("%d heartbeats handled in the last %v where its slaves send %.0f",
+						got, span.Round(time.Millisecond), want)
+				}
+				ms.log.Warnf("this master is behind (%s: its CPU, a garbage collection), not its %d late slaves; holding heartbeat verdicts for up to %v",
+					cause, late, ms.t.Detector.MaxDead)
 			} else {
+				ms.met.hold(holdCrowd)
 				ms.log.Warnf("%d of %d slaves late in the same instant: more likely this master's host or network than theirs; holding heartbeat verdicts for up to %v",
 					late, up, ms.t.Detector.MaxDead)
 			}
@@ -490,6 +551,13 @@ func (ms *Membership) Tick(now time.Time) {
 			}
 			continue
 		}
+		// A close that ConnClosed left to this tick, because it arrived
+		// while the master was stalled or recovering: suspect now, unless
+		// the recovery still covers it (the slave is likely redialling).
+		if !recovering && n.m.Status == rpcdef.StatusAlive && !n.closedAt.IsZero() {
+			ms.setStatus(n, rpcdef.StatusSuspect, now)
+			ms.emit(n, rpcdef.EventSuspect, "connection closed", now)
+		}
 		if !recovering && n.up() && !n.closedAt.IsZero() && now.Sub(n.closedAt) >= ms.t.CloseGrace {
 			ms.setStatus(n, rpcdef.StatusDead, now)
 			ms.emit(n, rpcdef.EventDead, fmt.Sprintf("connection closed and not back within %v", ms.t.CloseGrace), now)
@@ -505,7 +573,7 @@ func (ms *Membership) Tick(now time.Time) {
 		case VerdictDead:
 			silence := now.Sub(n.arr.Last())
 			ms.setStatus(n, rpcdef.StatusDead, now)
-			ms.emit(n, rpcdef.EventDead, fmt.Sprintf("no heartbeat for %v (phi %.1f)", silence.Round(time.Millisecond), n.arr.Phi(now, &ms.t.Detector)), now)
+			ms.emit(n, rpcdef.EventDead, fmt.Sprintf("no heartbeat for %v (phi %.1f)", silence.Round(time.Millisecond), n.arr.PhiWith(now, &ms.t.Detector, &prior)), now)
 			ms.met.detected(detectSilent)
 		case VerdictSuspect:
 			if n.m.Status == rpcdef.StatusAlive {
@@ -516,41 +584,25 @@ func (ms *Membership) Tick(now time.Time) {
 	}
 }
 
-// The master checks its own throughput before it judges anyone: over the
-// last throughputWindow, up slaves heartbeating every interval send
-// up·window/interval heartbeats. If it handled less than behindShare of
-// that, it is behind (its CPU is taken, or a garbage collection slows every
-// handler) and lateness is its own doing. Checked only where the window
-// should hold minThroughputCheck heartbeats, so that the few slaves of a
-// lab, whose heartbeats come in ones and twos, are never held.
+// The master counts the heartbeats it handled over the last interval (at
+// least one whole one, so every member's phase falls in it) against those
+// its members alive for all of it send: each one interval over its mean
+// gap. Below behindShare of that, it is behind. Checked only where
+// minHandledCheck are due, so that the few slaves of a lab, whose
+// heartbeats come in ones and twos, are never held for it.
 const (
-	throughputWindow   = 500 * time.Millisecond
-	behindShare        = 0.75
-	minThroughputCheck = 50
+	behindShare     = 0.75
+	minHandledCheck = 50
 )
 
-// throughput says how many heartbeats arrived over about the last
-// throughputWindow, and how many up slaves should have sent. ms.mu is held.
-func (ms *Membership) throughput(now time.Time, up int) (got, want uint64) {
-	n := ms.self.Arrivals()
-	ms.arrivals = append(ms.arrivals, arrivalMark{now, n})
-	i := 0
-	for i < len(ms.arrivals)-1 && now.Sub(ms.arrivals[i+1].at) >= throughputWindow {
-		i++
-	}
-	ms.arrivals = append(ms.arrivals[:0], ms.arrivals[i:]...)
-	first := ms.arrivals[0]
-	span := now.Sub(first.at)
-	if span < throughputWindow {
-		return 0, 0 // not a whole window yet
-	}
-	return n - first.n, uint64(float64(up) * float64(span) / float64(ms.t.Detector.Interval))
-}
-
-type arrivalMark struct {
-	at time.Time
-	n  uint64
-}
+// The causes of a hold of heartbeat verdicts, as the holds metric labels
+// them.
+const (
+	holdBehind = "behind" // the master's own loop ran late
+	holdCrowd  = "crowd"  // too many slaves late at once
+	holdQuiet  = "quiet"  // no heartbeat from anyone
+	holdStall  = "stall"  // the master stalled long enough for the slaves' calls to fail
+)
 
 type verdict struct {
 	n *node
@@ -566,14 +618,24 @@ type verdict struct {
 // still late after max_dead is judged as usual.
 func massLate(up int) int { return max(10, up/50) }
 
-// forgive moves every node's last sign of life forward by d. ms.mu is held.
-func (ms *Membership) forgive(d time.Duration) {
+// forgive moves every node's last sign of life forward by d, a stall of
+// the master that ended at now. ms.mu is held. A connection that closed
+// during the stall (the slave's call timed out while the master could not
+// answer) counts as closed at its end, not d later still.
+func (ms *Membership) forgive(d time.Duration, now time.Time) {
 	for _, n := range ms.nodes {
 		n.arr.Forgive(d)
 		if !n.closedAt.IsZero() {
-			n.closedAt = n.closedAt.Add(d)
+			n.closedAt = minTime(n.closedAt.Add(d), now)
 		}
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // Members returns the roll sorted by name, or one member.

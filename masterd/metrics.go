@@ -31,6 +31,8 @@ type masterMetrics struct {
 	regFailures   prometheus.Counter
 	renewals      prometheus.Counter
 	renewFailures prometheus.Counter
+	collapsed     prometheus.Counter
+	holds         map[string]prometheus.Counter
 }
 
 // newMasterMetrics makes the metrics and registers them on reg. interval is
@@ -60,6 +62,8 @@ func newMasterMetrics(reg prometheus.Registerer, interval time.Duration) *master
 		regFailures:   counter("registry_registration_failures_total", "Register calls to the registry that failed."),
 		renewals:      counter("registry_renewals_total", "Lease Renew calls to the registry, failed or not."),
 		renewFailures: counter("registry_renewal_failures_total", "Lease Renew calls to the registry that failed (unknown lease included)."),
+		collapsed: counter("events_collapsed_total", "Events of members changing faster than their event budget, "+
+			"folded into the one event that follows (see docs/PROTOCOL.md)."),
 	}
 	reg.MustRegister(m.interArrival)
 	events := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -80,7 +84,25 @@ func newMasterMetrics(reg prometheus.Registerer, interval time.Duration) *master
 	for _, k := range []string{detectCrash, detectSilent, detectLeft} {
 		m.detections[k] = detections.WithLabelValues(k)
 	}
+	holds := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: prefix + "_verdict_holds_total",
+		Help: "Times the master held its heartbeat verdicts as its own trouble, by cause: behind (its own " +
+			"detector ran late), crowd (many slaves late at once), quiet (no heartbeat from anyone), " +
+			"stall (it stalled long enough for the slaves' calls to fail).",
+	}, []string{"cause"})
+	reg.MustRegister(holds)
+	m.holds = map[string]prometheus.Counter{}
+	for _, c := range []string{holdBehind, holdCrowd, holdQuiet, holdStall} {
+		m.holds[c] = holds.WithLabelValues(c)
+	}
 	return m
+}
+
+// hold counts a hold of heartbeat verdicts that began, by cause.
+func (m *masterMetrics) hold(cause string) {
+	if m != nil {
+		m.holds[cause].Inc()
+	}
 }
 
 func (m *masterMetrics) heartbeat() {
@@ -108,6 +130,13 @@ func (m *masterMetrics) event(k rpcdef.EventKind) {
 	}
 	if c, ok := m.events[k]; ok {
 		c.Inc()
+	}
+}
+
+// collapse counts an event folded into a later one.
+func (m *masterMetrics) collapse() {
+	if m != nil {
+		m.collapsed.Inc()
 	}
 }
 

@@ -20,10 +20,12 @@ const certWarning = 7 * 24 * time.Hour
 // Session is ClusterService as one connection sees it: every method knows
 // the certificate of its caller.
 type Session struct {
-	s       *Server
-	peer    tlsrpc.Peer
-	log     logrus.FieldLogger
-	touched atomic.Bool // Touch has been called for this connection
+	s    *Server
+	peer tlsrpc.Peer
+	log  logrus.FieldLogger
+	// watching is set while a Watch of this connection waits: one at a
+	// time, so a connection cannot park any number of them.
+	watching atomic.Bool
 }
 
 // slave checks the identity rule, Kubernetes' NodeRestriction: a slave may
@@ -89,6 +91,9 @@ func (x *Session) Report(args *rpcdef.ReportArgs, reply *rpcdef.ReportReply) err
 	if err != nil {
 		return err
 	}
+	if err := args.Validate(); err != nil {
+		return err
+	}
 	v, err := x.s.ms.Report(c, args.Incarnation, args.Resources)
 	reply.Version = v
 	return err
@@ -98,6 +103,9 @@ func (x *Session) Report(args *rpcdef.ReportArgs, reply *rpcdef.ReportReply) err
 func (x *Session) Leave(args *rpcdef.LeaveArgs, _ *rpcdef.Empty) error {
 	c, err := x.slave("Leave", args.Node)
 	if err != nil {
+		return err
+	}
+	if err := args.Validate(); err != nil {
 		return err
 	}
 	return x.s.ms.Leave(c, args.Incarnation, args.Reason)
@@ -112,11 +120,14 @@ func (x *Session) Members(args *rpcdef.MembersArgs, reply *rpcdef.MembersReply) 
 
 // Watch blocks until there are events after args.After, or args.Wait passes.
 func (x *Session) Watch(args *rpcdef.WatchArgs, reply *rpcdef.WatchReply) error {
-	if x.peer.Identity.Role == pki.RoleSlave && x.touched.CompareAndSwap(false, true) {
-		// Once per connection: a slave's first call on a new connection
-		// is what makes the close of its old one no evidence.
-		x.s.ms.Touch(x.peer.Identity.Name, x.peer.ConnID)
+	// A Watch is no evidence of a slave's life, and its connection's close
+	// none of its death: only Join and Heartbeat speak for the slave (see
+	// PROTOCOL.md), so a diagnostic watch with a slave's certificate
+	// cannot get that slave declared dead.
+	if !x.watching.CompareAndSwap(false, true) {
+		return rpcdef.Errorf(rpcdef.CodeInvalid, "a Watch is already waiting on this connection: one at a time, wait for it to return")
 	}
+	defer x.watching.Store(false)
 	wait := min(max(args.Wait, 0), maxWatchWait)
 	// Up to a quarter earlier, at random: thousands of watches started
 	// together (after a fan-out, or a cold join) must not all time out in
@@ -168,6 +179,9 @@ func (x *Session) Forget(args *rpcdef.ForgetArgs, _ *rpcdef.Empty) error {
 // Evict declares a node dead now (admin only).
 func (x *Session) Evict(args *rpcdef.EvictArgs, _ *rpcdef.Empty) error {
 	if err := x.admin("Evict"); err != nil {
+		return err
+	}
+	if err := args.Validate(); err != nil {
 		return err
 	}
 	return x.s.ms.Evict(args.Node, args.Reason)
