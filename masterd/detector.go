@@ -238,6 +238,15 @@ func (a *Arrivals) Forgive(d time.Duration) {
 	}
 }
 
+// meanGap is the node's mean inter-arrival time in microseconds once it
+// has MinSamples gaps, Interval before.
+func (a *Arrivals) meanGap(cfg *DetectorConfig) float64 {
+	if int(a.n) < cfg.MinSamples {
+		return float64(cfg.Interval) / 1e3
+	}
+	return float64(a.sum) / float64(a.n)
+}
+
 // Last is when the latest heartbeat arrived (after any Forgive), or the zero
 // time if none did.
 func (a *Arrivals) Last() time.Time { return a.last }
@@ -264,39 +273,16 @@ func (a *Arrivals) estimate(cfg *DetectorConfig) (mean, stddev float64) {
 }
 
 // Phi is the suspicion level of the node at now: 0 before its first arrival.
+// It judges by the node's history alone; see PhiWith for the cluster's prior.
 func (a *Arrivals) Phi(now time.Time, cfg *DetectorConfig) float64 {
-	if a.last.IsZero() {
-		return 0
-	}
-	return a.phi(now.Sub(a.last), cfg)
-}
-
-func (a *Arrivals) phi(silence time.Duration, cfg *DetectorConfig) float64 {
-	mean, stddev := a.estimate(cfg)
-	return phi((float64(silence)/1e3 - mean) / stddev)
+	return a.PhiWith(now, cfg, nil)
 }
 
 // Judge is the node's verdict at now, by the rules in the package comment.
-// A node with no arrival yet is Alive.
+// A node with no arrival yet is Alive. It judges by the node's history
+// alone; see JudgeWith for the cluster's prior.
 func (a *Arrivals) Judge(now time.Time, cfg *DetectorConfig) Verdict {
-	if a.last.IsZero() {
-		return VerdictAlive
-	}
-	silence := now.Sub(a.last)
-	switch {
-	case silence < cfg.Interval:
-		return VerdictAlive
-	case silence >= cfg.MaxDead:
-		return VerdictDead
-	}
-	p := a.phi(silence, cfg)
-	switch {
-	case p >= cfg.DeadPhi && silence >= cfg.MinDead:
-		return VerdictDead
-	case p >= cfg.SuspectPhi:
-		return VerdictSuspect
-	}
-	return VerdictAlive
+	return a.JudgeWith(now, cfg, nil)
 }
 
 // DeadAfter is how much silence after the last arrival makes Judge say Dead,
@@ -304,7 +290,12 @@ func (a *Arrivals) Judge(now time.Time, cfg *DetectorConfig) Verdict {
 // clamped to [MinDead, MaxDead]. It is the node's effective timeout, for
 // logs and docs.
 func (a *Arrivals) DeadAfter(cfg *DetectorConfig) time.Duration {
-	mean, stddev := a.estimate(cfg)
+	return a.DeadAfterWith(cfg, nil)
+}
+
+// deadAfter is the silence at which phi reaches DeadPhi for a mean and
+// spread in microseconds, clamped to [MinDead, MaxDead].
+func deadAfter(mean, stddev float64, cfg *DetectorConfig) time.Duration {
 	us := mean + phiInverse(cfg.DeadPhi)*stddev
 	d := time.Duration(math.Ceil(min(us, float64(cfg.MaxDead)/1e3) * 1e3))
 	return min(max(d, cfg.MinDead), cfg.MaxDead)
@@ -351,11 +342,20 @@ const StallFactor = 2
 // has heartbeated for longer than MinDead while two or more nodes are alive,
 // the fault is most likely the master's own network: the master should hold
 // its dead verdicts and forgive the quiet time once heartbeats resume.
+//
+// Besides, Overdue says, from any goroutine, that the loop has not
+// ticked for longer than a stall: evidence that arrives then (a connection
+// closed) is judged at the next tick, once the stall is known; and Behind
+// says that the loop itself ran late (a stall, forgiven) within the last
+// while, so lateness seen now may still be the master's doing.
 type SelfMonitor struct {
 	tick     time.Duration
-	lastTick time.Time // the detector loop's alone
+	lastTick time.Time  // the detector loop's alone
+	lagAt    time.Time  // the last tick that found a stall; the loop's alone
+	marks    []tickMark // the arrival count at recent ticks, oldest first; the loop's alone
 
-	origin  time.Time     // arrivals are kept as offsets from origin to fit an atomic
+	origin  time.Time     // times are kept as offsets from origin to fit an atomic
+	ticked  atomic.Int64  // nanoseconds from origin to the latest tick; noArrival before the first
 	arrival atomic.Int64  // nanoseconds from origin to the latest arrival; noArrival before the first
 	count   atomic.Uint64 // arrivals ever
 }
@@ -366,6 +366,7 @@ const noArrival = math.MinInt64
 func NewSelfMonitor(tick time.Duration) *SelfMonitor {
 	m := &SelfMonitor{tick: tick, origin: time.Now()}
 	m.arrival.Store(noArrival)
+	m.ticked.Store(noArrival)
 	return m
 }
 
@@ -375,13 +376,58 @@ func NewSelfMonitor(tick time.Duration) *SelfMonitor {
 func (m *SelfMonitor) Tick(now time.Time) (stall time.Duration) {
 	prev := m.lastTick
 	m.lastTick = now
+	m.ticked.Store(int64(now.Sub(m.origin)))
 	if prev.IsZero() {
 		return 0
 	}
 	if gap := now.Sub(prev); gap > StallFactor*m.tick {
+		m.lagAt = now
 		return gap - m.tick
 	}
 	return 0
+}
+
+// Behind says whether a tick within the last while, up to now, found a
+// stall. It measures the master's own lateness, never the slaves': an idle
+// master's ticks are on time, whatever its slaves do. For the loop alone.
+func (m *SelfMonitor) Behind(now time.Time, while time.Duration) bool {
+	return !m.lagAt.IsZero() && now.Sub(m.lagAt) < while
+}
+
+// Handled records the arrivals so far at a tick at now and returns how
+// many arrived over the shortest span of at least window that ends at now,
+// and that span: 0, 0 until the recorded ticks cover a window. With window
+// at least one heartbeat interval, every member heartbeating steadily
+// falls in it once or more, whatever its phase, so the count does not
+// swing with how the members' phases are spread. For the loop alone; it
+// allocates only while its marks grow to cover a window.
+func (m *SelfMonitor) Handled(now time.Time, window time.Duration) (n uint64, span time.Duration) {
+	c := m.count.Load()
+	m.marks = append(m.marks, tickMark{now, c})
+	i := 0
+	for i+1 < len(m.marks) && now.Sub(m.marks[i+1].at) >= window {
+		i++
+	}
+	m.marks = append(m.marks[:0], m.marks[i:]...)
+	first := m.marks[0]
+	if span = now.Sub(first.at); span < window {
+		return 0, 0
+	}
+	return c - first.n, span
+}
+
+type tickMark struct {
+	at time.Time
+	n  uint64
+}
+
+// Overdue says whether at now the loop has gone longer than a stall
+// (StallFactor ticks) without ticking: the master is stalled, or has just
+// woken from a stall its loop has not yet seen. False before the first
+// tick. It is safe for concurrent use.
+func (m *SelfMonitor) Overdue(now time.Time) bool {
+	t := m.ticked.Load()
+	return t != noArrival && now.Sub(m.origin)-time.Duration(t) > StallFactor*m.tick
 }
 
 // NoteArrival records a heartbeat from anyone at now. It is safe for
