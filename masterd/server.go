@@ -14,6 +14,7 @@ import (
 	"net/rpc"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,6 +52,7 @@ type Server struct {
 	roster    string
 	pprof     *http.Server
 	fanout    *pacer // paces Watch replies when an event wakes every watcher
+	ready     sync.Once
 
 	prom    *prometheus.Registry // this master's metrics, served at /metrics
 	met     *masterMetrics
@@ -114,6 +116,9 @@ func New(cfg *conf.Master, log logrus.FieldLogger) (*Server, error) {
 		IdleTimeout:      max(30*time.Second, 10*cfg.HeartbeatInterval.D()),
 		MaxConns:         cfg.MaxConns,
 		Inline:           true, // Watch, the one call that waits, calls Peer.Block
+		// A slave's largest request, a Report at every bound of the
+		// contract, is a few KiB; only admins send more.
+		MaxMessageFor: tlsrpc.SlaveRequestLimit,
 	}
 	s.srv, err = tlsrpc.New(ln, cfg.Store.ServerConfig(), opts, s.attach, log.WithField("listener", "tls"))
 	if err != nil {
@@ -191,6 +196,12 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.srv.Serve(serveCtx) })
 	g.Go(func() error { daemon.Every(gctx, s.ms.t.Tick, s.ms.Tick); return nil })
 	g.Go(func() error { daemon.Every(gctx, saveEvery, func(time.Time) { s.save() }); return nil })
+	if left, dead := s.cfg.ReapLeft.D(), s.cfg.ReapDead.D(); left > 0 || dead > 0 {
+		g.Go(func() error {
+			daemon.Every(gctx, reapEvery(left, dead), func(now time.Time) { s.ms.Reap(now, left, dead) })
+			return nil
+		})
+	}
 	g.Go(func() error { s.keepLease(gctx); return nil })
 	if s.dash != nil {
 		g.Go(func() error { return s.dash.Run(gctx) })
@@ -251,6 +262,7 @@ func (s *Server) keepLease(ctx context.Context) {
 			if err == nil {
 				lease, ttl = r.Lease, r.TTL
 				s.log.WithField("service", s.svc.ServiceKey.String()).Infof("registered %s at %s with %s (lease %v)", s.svc.ServiceKey, s.advertise, s.reg.Target(), ttl)
+				s.ready.Do(s.logReady)
 			}
 			failing = s.leaseError(failing, "register", err)
 		} else {
@@ -289,6 +301,19 @@ func (s *Server) keepLease(ctx context.Context) {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// logReady logs the one line that says this master serves: slaves can find
+// it in the registry, and it answers them. Scripts and tests wait for it.
+func (s *Server) logReady() {
+	f := logrus.Fields{"addr": s.srv.Addr().String(), "advertise": s.advertise, "cluster": s.cfg.Cluster}
+	if s.http != nil {
+		f["http"] = s.http.URL()
+	}
+	if s.https != nil {
+		f["https"] = s.https.URL()
+	}
+	daemon.Ready(s.log, f)
 }
 
 // leaseError logs a registry failure once, and its recovery.

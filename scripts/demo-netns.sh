@@ -415,8 +415,7 @@ step "Start the daemons, each in its host's namespace"
 start registry registryd
 await registry 0 'msg=ready' 20
 start master masterd
-await master 0 'msg=ready' 20
-await master 0 'registered ClusterService/lab' 20
+await master 0 'msg=ready' 20 # logged once it has registered ClusterService/lab
 for s in "${SLAVES[@]}"; do
 	start "$s" slaved
 done

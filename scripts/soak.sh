@@ -40,8 +40,8 @@ REG=$(sed -nE 's/.*msg=ready addr="?([^" ]+)"?.*/\1/p' registry.log | head -1)
 [ -n "$REG" ] || { echo "soak: registryd did not start; see $WORK/registry.log"; exit 1; }
 sed -i "s/^registry = .*/registry = \"$REG\"/" master.toml
 "$BIN/masterd" --config master.toml 2>master.log & MASTER=$!; PIDS+=($MASTER)
-for _ in $(seq 100); do grep -q 'registered ClusterService' master.log && break; sleep 0.1; done
-grep -q 'registered ClusterService' master.log || { echo "soak: masterd did not register; see $WORK/master.log"; exit 1; }
+for _ in $(seq 100); do grep -q 'msg=ready' master.log && break; sleep 0.1; done
+grep -q 'msg=ready' master.log || { echo "soak: masterd did not register; see $WORK/master.log"; exit 1; }
 
 # A burner per core, bounded by the soak's length plus the cold join.
 secs=$(( $(date -d "1970-01-01 00:00:00 UTC + ${DURATION/m/ minutes}" +%s 2>/dev/null || echo 600) + 120 ))

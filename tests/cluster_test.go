@@ -60,8 +60,7 @@ func newClusterTB(t testing.TB, masterSet map[string]string, slaves ...string) *
 func (c *cluster) startMaster() {
 	c.t.Helper()
 	c.master = start(c.t, "masterd", "--config", c.mcfg)
-	c.master.ready()
-	c.master.waitLine(`registered ClusterService/lab`, 20*time.Second)
+	c.master.ready() // logged once it has registered ClusterService/lab
 }
 
 func (c *cluster) startSlave(name string) *slave {

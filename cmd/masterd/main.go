@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/muster-lab/muster/conf"
 	"github.com/muster-lab/muster/internal/daemon"
 	"github.com/muster-lab/muster/masterd"
@@ -63,7 +61,7 @@ func run(args []string) int {
 
 	daemon.OnHangup(ctx, log, srv.Reload)
 	daemon.WarnExpiry(ctx, log, cfg.Store.NotAfter, cfg.TLS.Cert)
-	daemon.Ready(log, logrus.Fields{"addr": srv.Addr().String(), "advertise": srv.Advertised(), "cluster": cfg.Cluster})
+	// masterd logs its ready line itself, once it has registered.
 	if err := srv.Run(ctx); err != nil {
 		return daemon.Fail(os.Stderr, "masterd", err)
 	}

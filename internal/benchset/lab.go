@@ -15,7 +15,7 @@ import (
 // the end-to-end tests wait for them.
 var (
 	registryReady = regexp.MustCompile(`msg=ready addr="?([^" ]+)"?`)
-	masterReady   = regexp.MustCompile(`registered ClusterService/lab`)
+	masterReady   = registryReady // each daemon's one ready line
 	slaveJoined   = regexp.MustCompile(`joined ClusterService/lab at`)
 )
 
@@ -109,7 +109,7 @@ func (l *lab) startDaemons(ctx context.Context) error {
 	}
 	l.regAddr = m[1]
 
-	// masterd logs at info: "registered ClusterService/lab" is an info line.
+	// masterd logs its ready line at info, once it has registered.
 	conf, err = l.config("master.toml", [][2]string{
 		{"listen", `"127.0.0.1:0"`},
 		{"registry", `"` + l.regAddr + `"`},
