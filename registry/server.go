@@ -77,6 +77,8 @@ func New(cfg *conf.Registry, log logrus.FieldLogger) (*Server, error) {
 		IdleTimeout:      cfg.IdleTimeout.D(),
 		MaxConns:         cfg.MaxConns,
 		Inline:           true, // every registry method returns at once
+		// A slave only looks names up: a lookup is bytes, not megabytes.
+		MaxMessageFor: tlsrpc.SlaveRequestLimit,
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
