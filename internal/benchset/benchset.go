@@ -303,7 +303,11 @@ func Write(rep *Report, o Options) error {
 	case err != nil:
 		return fmt.Errorf("read the doc: %w", err)
 	}
-	text, err := Splice(string(doc), rep.Markdown())
+	section, err := rep.Markdown()
+	if err != nil {
+		return err
+	}
+	text, err := Splice(string(doc), section)
 	if err != nil {
 		return fmt.Errorf("%s: %w", o.Out, err)
 	}

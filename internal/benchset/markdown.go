@@ -1,115 +1,120 @@
 package benchset
 
 import (
+	_ "embed"
 	"fmt"
 	"strconv"
 	"strings"
+	"text/template"
 	"time"
 
 	"github.com/muster-lab/muster/internal/loadgen"
 )
 
-// Markdown is the section benchset writes between the markers in
-// docs/BENCHMARKS.md.
-func (r *Report) Markdown() string {
-	var b strings.Builder
-	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+//go:embed section.md.tmpl
+var sectionText string
 
-	p("## The scale set: `make bench` (issue 5)\n\n")
-	p("Everything in this section is written by `bin/benchset`, which `make bench` runs after the\n")
-	p("micro-benchmarks; edits here are lost at the next run.\n\n")
-	if r.Plan.Name != "standard" {
-		p("**This is a `--%s` run**, a short set for trying the tool out: its N, durations and\n", r.Plan.Name)
-		p("strikes are not those of `make bench`, and its figures are not the record.\n\n")
+var sectionTemplate = template.Must(template.New("section.md.tmpl").Parse(sectionText))
+
+// Markdown is the section benchset writes between the markers in
+// docs/BENCHMARKS.md: section.md.tmpl, with the report's figures.
+func (r *Report) Markdown() (string, error) {
+	var b strings.Builder
+	if err := sectionTemplate.Execute(&b, r.section()); err != nil {
+		return "", fmt.Errorf("write the doc's section: %w", err)
 	}
-	p("- **When:** %s; the set took %s.\n", r.Started.UTC().Format("2006-01-02 15:04 UTC"), durText(r.Took.Round(time.Second)))
-	p("- **Machine:** %s.\n", r.Machine.describe())
-	p("- **Code:** %s.\n", r.Machine.revision())
-	if r.Files != "" {
-		p("- **Open files:** %s.\n", r.Files)
+	return b.String(), nil
+}
+
+// section is what section.md.tmpl lays out: every figure written as the
+// doc shows it.
+type section struct {
+	Plan, When, Took, Machine, Code, Files string
+	CPUs                                   int
+	Commands                               []string
+	Plot                                   string
+	Loads                                  []loadSection
+	IdleWhy, Settle, IdleWindow            string // IdleWhy: why there are no IdleRows
+	IdleRows                               [][2]string
+	Targets                                [][3]string
+	Micro                                  string // fenced
+}
+
+// loadSection is one N: its table, or why it has none, and what went wrong.
+type loadSection struct {
+	N, Head, Failed string
+	Rows            [][2]string
+	Problems        []string
+}
+
+func (r *Report) section() section {
+	s := section{
+		Plan: r.Plan.Name, When: r.Started.UTC().Format("2006-01-02 15:04 UTC"), Took: durText(r.Took.Round(time.Second)),
+		Machine: r.Machine.describe(), Code: r.Machine.revision(), Files: r.Files, CPUs: r.Machine.CPUs, Plot: r.Plot,
 	}
-	p("\n")
-	p("Each N ran in a fresh lab directory: a CA and certificates from `certgen`, then `registryd` and\n")
-	p("`masterd` from `conf/examples` with `listen = \"127.0.0.1:0\"` (masterd with a fresh state\n")
-	p("directory, registered with that registry), each a separate process, and then `loadgen` in\n")
-	p("that directory as below. All of it ran on 127.0.0.1, with masterd and loadgen sharing the\n")
-	p("machine's %d CPUs. CPU is in %% of one core; a peak is the busiest 1 s sample.\n\n", r.Machine.CPUs)
-	p("```\nmake bench\n")
 	for _, rr := range r.Loads {
-		p("%s\n", rr.Command)
+		s.Commands = append(s.Commands, rr.Command)
+		s.Loads = append(s.Loads, newLoadSection(rr))
 	}
 	if r.IdleCmd != "" {
-		p("%s\n", r.IdleCmd)
+		s.Commands = append(s.Commands, r.IdleCmd)
 	}
-	p("```\n\n")
-	if r.Plot != "" {
-		p("![Heartbeat RPC latency p50 and p99, and masterd's CPU, against the number of slaves](%s)\n\n", r.Plot)
+	switch i := r.Idle; {
+	case i == nil && r.IdleErr == "":
+		s.IdleWhy = "not run"
+	case i == nil:
+		s.IdleWhy = indentBlock(r.IdleErr)
+	default:
+		s.Settle, s.IdleWindow = durText(settle), durText(i.Window.Round(100*time.Millisecond))
+		s.IdleRows = [][2]string{
+			{"CPU", pctText(i.CPUPercent)},
+			{fmt.Sprintf("RSS, largest of %d samples", i.Samples), mbText(i.PeakRSS)},
+			{"VmHWM, the peak since it started", mbText(i.HWM)},
+		}
 	}
-
-	for _, rr := range r.Loads {
-		r.writeLoad(&b, rr)
-	}
-	r.writeIdle(&b)
-
-	p("### Targets\n\n")
-	p("| target | figure | |\n|---|---|---|\n")
 	for _, t := range r.Targets() {
 		fig := t.Figure
 		if fig == "" {
 			fig = "–"
 		}
-		p("| %s | %s | %s |\n", t.Goal, fig, verdictCell(t))
+		s.Targets = append(s.Targets, [3]string{t.Goal, fig, verdictCell(t)})
 	}
-	p("\n")
-
 	if r.Micro != "" {
-		p("### Micro-benchmarks and round trips\n\n")
-		p("The output of the `go test -bench` runs that `make bench` makes first, as it was:\n\n")
 		fence := fenceFor(r.Micro)
-		p("%s\n%s\n%s\n\n", fence, strings.TrimRight(r.Micro, "\n"), fence)
+		s.Micro = fence + "\n" + strings.TrimRight(r.Micro, "\n") + "\n" + fence
 	}
-	return b.String()
+	return s
 }
 
-// writeLoad writes one N's table, or why it has none.
-func (r *Report) writeLoad(b *strings.Builder, rr LoadResult) {
-	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+func newLoadSection(rr LoadResult) loadSection {
 	run := rr.Load
-	p("### N = %s\n\n", count(run.N))
-	if rr.Result == nil {
-		p("**Not measured:** %s\n\n", indentBlock(rr.Failed))
-		for _, n := range rr.Notes {
-			p("- %s\n", n)
-		}
-		if len(rr.Notes) > 0 {
-			p("\n")
-		}
-		return
-	}
+	v := loadSection{N: count(run.N)}
 	res := rr.Result
-	head := fmt.Sprintf("N = %s: %s steady", count(run.N), durText(seconds(res.Steady).Round(100*time.Millisecond)))
+	if res == nil {
+		v.Failed, v.Problems = indentBlock(rr.Failed), rr.Notes
+		return v
+	}
+	v.Head = fmt.Sprintf("N = %s: %s steady", count(run.N), durText(seconds(res.Steady).Round(100*time.Millisecond)))
 	if res.Steady == 0 {
-		head = fmt.Sprintf("N = %s: no steady phase", count(run.N))
+		v.Head = fmt.Sprintf("N = %s: no steady phase", count(run.N))
 	}
 	if run.Kill+run.Silence > 0 {
-		head += fmt.Sprintf(", %s and %s from %s", plural(run.Kill, "kill"), plural(run.Silence, "silence"), durText(run.At))
+		v.Head += fmt.Sprintf(", %s and %s from %s", plural(run.Kill, "kill"), plural(run.Silence, "silence"), durText(run.At))
 	}
-	p("| %s | figure |\n|---|---|\n", head)
-	cj := res.ColdJoin
-	p("| cold join of all %s | %s (%s joined, %s in flight, %s failed attempts) |\n",
-		count(run.N), secText(cj.Seconds), count(cj.Joined), count(res.JoinRate), count(int(cj.Failed)))
-	hb := res.Heartbeat
-	p("| heartbeat RPC p50 / p99 / max | %s (%s calls, %s failed: %s timed out, %s lost; %s skipped) |\n",
-		latency3(hb.Latency), count(hb.Count), count(int(hb.Failed)), count(int(hb.TimedOut)), count(int(hb.Lost)), count(int(hb.Skipped)))
-	p("| false deaths (a live slave declared suspect or dead) | %s |\n", falseDeaths(res))
-	d := res.Detection
-	p("| kill → dead, p50 / max | %s |\n", latency2(d.KillDead))
-	p("| silence → dead, p50 / max | %s |\n", latency2(d.SilenceDead))
-	p("| silenced: last heartbeat → dead, p50 / max | %s |\n", latency2(d.SilenceSinceBeat))
+	cj, hb, d, f := res.ColdJoin, res.Heartbeat, res.Detection, res.Fanout
+	v.Rows = [][2]string{
+		{"cold join of all " + count(run.N), fmt.Sprintf("%s (%s joined, %s in flight, %s failed attempts)",
+			secText(cj.Seconds), count(cj.Joined), count(res.JoinRate), count(int(cj.Failed)))},
+		{"heartbeat RPC p50 / p99 / max", fmt.Sprintf("%s (%s calls, %s failed: %s timed out, %s lost; %s skipped)",
+			latency3(hb.Latency), count(hb.Count), count(int(hb.Failed)), count(int(hb.TimedOut)), count(int(hb.Lost)), count(int(hb.Skipped)))},
+		{"false deaths (a live slave declared suspect or dead)", falseDeaths(res)},
+		{"kill → dead, p50 / max", latency2(d.KillDead)},
+		{"silence → dead, p50 / max", latency2(d.SilenceDead)},
+		{"silenced: last heartbeat → dead, p50 / max", latency2(d.SilenceSinceBeat)},
+	}
 	if d.Undetected > 0 {
-		p("| strikes never declared dead | %d of %d |\n", d.Undetected, len(res.Strikes))
+		v.Rows = append(v.Rows, [2]string{"strikes never declared dead", fmt.Sprintf("%d of %d", d.Undetected, len(res.Strikes))})
 	}
-	f := res.Fanout
 	fan := "–"
 	if f.Slowest.Count > 0 {
 		fan = fmt.Sprintf("%s / %s (%s)", msText(f.Slowest.P50), msText(f.Slowest.P99), plural(f.Slowest.Count, "death"))
@@ -117,46 +122,16 @@ func (r *Report) writeLoad(b *strings.Builder, rr LoadResult) {
 	if f.Missed > 0 {
 		fan += fmt.Sprintf("; %s deliveries missed", count(f.Missed))
 	}
-	p("| fan-out: dead event → the last of %s watchers, p50 / p99 | %s |\n", count(watchers(res)), fan)
-	p("| masterd CPU, steady average / peak (1 s, cold join included) | %s |\n", cpuCell(res.MasterUsage))
-	p("| masterd RSS, at the end / peak (cold join included) | %s |\n", rssCell(res.MasterUsage))
-	p("| loadgen CPU, steady average / peak | %s |\n", cpuCell(res.SelfUsage))
-	p("\n")
-	var problems []string
+	v.Rows = append(v.Rows,
+		[2]string{fmt.Sprintf("fan-out: dead event → the last of %s watchers, p50 / p99", count(watchers(res))), fan},
+		[2]string{"masterd CPU, steady average / peak (1 s, cold join included)", cpuCell(res.MasterUsage)},
+		[2]string{"masterd RSS, at the end / peak (cold join included)", rssCell(res.MasterUsage)},
+		[2]string{"loadgen CPU, steady average / peak", cpuCell(res.SelfUsage)})
 	if res.Error != "" {
-		problems = append(problems, "the run did not complete: "+res.Error)
+		v.Problems = append(v.Problems, "the run did not complete: "+res.Error)
 	}
-	problems = append(problems, rr.Notes...)
-	for _, n := range problems {
-		p("- %s\n", n)
-	}
-	if len(problems) > 0 {
-		p("\n")
-	}
-}
-
-// writeIdle writes the idle slaved's table, or why it has none.
-func (r *Report) writeIdle(b *strings.Builder) {
-	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
-	p("### One real slaved, idle\n\n")
-	if r.Idle == nil {
-		why := r.IdleErr
-		if why == "" {
-			why = "not run"
-		}
-		p("**Not measured:** %s\n\n", indentBlock(why))
-		return
-	}
-	i := r.Idle
-	p("`slaved` from `conf/examples/slave.toml` at the default intervals (heartbeat 1 s, report 5 s),\n")
-	p("joined to a fresh registryd and masterd and left alone for %s, then measured for %s:\n", durText(settle), durText(i.Window.Round(100*time.Millisecond)))
-	p("CPU time from `/proc/PID/stat` at both ends, `VmRSS` every second and `VmHWM` at the end from\n")
-	p("`/proc/PID/status`. MB are 10⁶ bytes.\n\n")
-	p("| one slaved, idle | figure |\n|---|---|\n")
-	p("| CPU | %s |\n", pctText(i.CPUPercent))
-	p("| RSS, largest of %d samples | %s |\n", i.Samples, mbText(i.PeakRSS))
-	p("| VmHWM, the peak since it started | %s |\n", mbText(i.HWM))
-	p("\n")
+	v.Problems = append(v.Problems, rr.Notes...)
+	return v
 }
 
 // verdictCell is the verdict, a missed target in bold.

@@ -83,7 +83,10 @@ func TestMarkdownGolden(t *testing.T) {
 		{"failed", failedReport},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := tc.report(t).Markdown()
+			got, err := tc.report(t).Markdown()
+			if err != nil {
+				t.Fatal(err)
+			}
 			golden := filepath.Join("testdata", "section-"+tc.name+".golden.md")
 			if *update {
 				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
