@@ -16,7 +16,8 @@ import (
 // The codec targets read the fuzzed bytes as what a peer sent before it hung
 // up, with a small size limit, and check that reading them ends, does not
 // panic, keeps each message within the limit, and allocates in proportion to
-// the bytes read.
+// the bytes read. The server's target also reads them a few bytes at a time
+// and checks what its MessageTimer is told.
 
 const (
 	// fuzzMaxMessage is the limit the codecs get: small, so that a claim
@@ -50,6 +51,7 @@ func readAllowance(n int64) uint64 {
 type peer struct {
 	r     *bytes.Reader
 	ready chan struct{} // if not nil, reads wait until it is closed
+	chunk int           // if not 0, the most a read returns, as from a slow network
 }
 
 func newPeer(data []byte, ready chan struct{}) *peer {
@@ -59,6 +61,9 @@ func newPeer(data []byte, ready chan struct{}) *peer {
 func (p *peer) Read(b []byte) (int, error) {
 	if p.ready != nil {
 		<-p.ready
+	}
+	if p.chunk > 0 && len(b) > p.chunk {
+		b = b[:p.chunk]
 	}
 	return p.r.Read(b)
 }
@@ -208,15 +213,54 @@ var fuzzServer = sync.OnceValue(func() *rpc.Server {
 	return s
 })
 
+// fuzzTimer checks what the server codec tells its MessageTimer: a start
+// and an end in turn, and never a timed span longer than one message can
+// be, so that a deadline set at a message's start covers one message, not
+// the stream. It is called on the reading goroutine, as the meter is.
+type fuzzTimer struct {
+	t     *testing.T
+	peer  *peer
+	open  bool
+	from  int64 // bytes taken from the peer when the current message started
+	spans int
+}
+
+// maxTimedSpan is the most a message's span may take from the connection:
+// the message at the limit, the longest prefix, and a read-ahead's worth
+// taken before the message started.
+const maxTimedSpan = fuzzMaxMessage + 9 + readAhead
+
+func (f *fuzzTimer) MessageStarted() {
+	if f.open {
+		f.t.Errorf("MessageStarted again at byte %d, the message started at %d not ended", f.peer.taken(), f.from)
+	}
+	f.open, f.from = true, f.peer.taken()
+}
+
+func (f *fuzzTimer) MessageEnded() {
+	if !f.open {
+		f.t.Errorf("MessageEnded at byte %d with no message started", f.peer.taken())
+	}
+	if n := f.peer.taken() - f.from; n > maxTimedSpan {
+		f.t.Errorf("a timed message took %d bytes from the connection, more than the %d one message may", n, maxTimedSpan)
+	}
+	f.open = false
+	f.spans++
+}
+
 func FuzzServerCodec(f *testing.F) {
 	srv := fuzzServer()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p := newPeer(data, nil)
+		// Reads of 1 to 64 bytes, chosen by the input: most messages
+		// arrive in pieces, so the timer hears of them.
+		p.chunk = 1 + len(data)%64
 		m := &readMeter{t: t, peer: p}
+		timer := &fuzzTimer{t: t, peer: p}
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			srv.ServeCodec(meteredServerCodec{rpcdef.NewServerCodec(p, fuzzMaxMessage), m})
+			srv.ServeCodec(meteredServerCodec{rpcdef.NewTimedServerCodec(p, fuzzMaxMessage, timer), m})
 		}()
 		select {
 		case <-done:
