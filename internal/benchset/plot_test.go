@@ -94,15 +94,40 @@ func readSVG(t *testing.T, svg []byte) (width, height string, texts map[string]b
 	}
 }
 
-func TestWritePlot(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "plot.svg")
-	if err := WritePlot(path, standardReport(t).Loads); err != nil {
+// Write draws the plot beside the doc, links it relative to the doc, and
+// keeps the doc's own text.
+func TestWrite(t *testing.T) {
+	docs := filepath.Join(t.TempDir(), "docs")
+	if err := os.Mkdir(docs, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(path); err != nil {
+	o := Options{Out: filepath.Join(docs, "BENCHMARKS.md"), Plot: filepath.Join(docs, "bench-scale.svg")}
+	if err := os.WriteFile(o.Out, []byte(history), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err := WritePlot(filepath.Join(t.TempDir(), "missing", "plot.svg"), nil)
+	rep := standardReport(t)
+	rep.Plot = ""
+	if err := Write(rep, o); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(o.Out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## Registry: Lookup round trips (issue 2)", BeginMarker, "](bench-scale.svg)\n", EndMarker} {
+		if !strings.Contains(string(doc), want) {
+			t.Errorf("the doc has no %q:\n%s", want, doc)
+		}
+	}
+	svg, err := os.ReadFile(o.Plot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w, h, _ := readSVG(t, svg); w != "900" || h != "450" {
+		t.Errorf("the SVG is %s×%s", w, h)
+	}
+
+	err = WritePlot(filepath.Join(t.TempDir(), "missing", "plot.svg"), nil)
 	if err == nil || !strings.Contains(err.Error(), "write the plot") {
 		t.Errorf("into a missing directory: got %v, want an error that says it could not write the plot", err)
 	}
