@@ -300,12 +300,16 @@ func (s *Server) refuse(reason, addr string, err error) {
 	if !allowed {
 		return
 	}
+	what := "connection"
+	if reason == RefusedCalls {
+		what = "call"
+	}
 	f := s.log.WithFields(logrus.Fields{"peer": addr, "reason": reason})
 	if quiet > 0 {
-		f.WithField("not_logged", quiet).Warnf("refused connection: %v (and %d earlier refusals not logged: more than %d a second)", err, quiet, refusalLogRate)
+		f.WithField("not_logged", quiet).Warnf("refused %s: %v (and %d earlier refusals not logged: more than %d a second)", what, err, quiet, refusalLogRate)
 		return
 	}
-	f.Warnf("refused connection: %v", err)
+	f.Warnf("refused %s: %v", what, err)
 }
 
 // Serve accepts connections until ctx ends or the listener fails, then
@@ -442,7 +446,7 @@ func (s *Server) handle(ctx context.Context, c *conn) {
 	}
 	r.codec = rpcdef.NewTimedServerCodec(c, limit, c)
 	r.refuse = func(err error) {
-		s.refuse(RefusedCalls, peer.Addr, fmt.Errorf("refused a call of %s: %w", peer.Identity, err))
+		s.refuse(RefusedCalls, peer.Addr, fmt.Errorf("%s: %w", peer.Identity, err))
 	}
 	r.finish = func() {
 		closed := fmt.Sprintf("closed connection of %s", peer.Identity)
