@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/rpc"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -85,7 +86,7 @@ func (c *Conn) Call(ctx context.Context, method string, args, reply any) error {
 			if call.Error == nil {
 				return nil
 			}
-			if errors.Is(call.Error, rpc.ErrShutdown) || errors.Is(call.Error, io.ErrUnexpectedEOF) || errors.Is(call.Error, io.EOF) {
+			if lost(call.Error) {
 				c.drop(cl)
 				// A connection found dead before the request went out is
 				// replaced once; a fresh one that fails is reported.
@@ -104,6 +105,16 @@ func (c *Conn) Call(ctx context.Context, method string, args, reply any) error {
 			return fmt.Errorf("call %s on %s: %w", method, c.target, ctx.Err())
 		}
 	}
+}
+
+// lost says a call failed because its connection did: it ended, or a write
+// to it failed (the peer closed it, say after a request over its limit).
+// Such a connection is dropped, so the next call dials again instead of
+// failing the same way for ever.
+func lost(err error) bool {
+	var op *net.OpError
+	return errors.Is(err, rpc.ErrShutdown) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.As(err, &op)
 }
 
 // get returns the current client, dialling one if there is none.

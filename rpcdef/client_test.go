@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/rpc"
+	"strings"
 	"testing"
 	"time"
 )
@@ -79,3 +80,52 @@ func TestFromWire(t *testing.T) {
 		t.Errorf("an uncoded error got a code: %v", err)
 	}
 }
+
+// TestConnDropsABrokenConnection: a write that fails (the server closed the
+// connection after a request over its limit) drops the connection, and the
+// next call dials again instead of failing the same way.
+func TestConnDropsABrokenConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srv := rpc.NewServer()
+	if err := srv.RegisterName("Echo", new(echo)); err != nil {
+		t.Fatal(err)
+	}
+	accepted := 0
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted++
+			if accepted == 1 {
+				c.Close() // the first connection: closed under the caller
+				continue
+			}
+			go srv.ServeCodec(NewServerCodec(c, 1<<10))
+		}
+	}()
+	dial := func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", ln.Addr().String())
+	}
+	conn := NewConn("test", dial)
+	defer conn.Close()
+	big := strings.Repeat("x", 8<<20)
+	var reply string
+	if err := conn.Call(context.Background(), "Echo.Echo", &big, &reply); err == nil {
+		t.Fatal("a call on a closed connection succeeded")
+	}
+	small := "hi"
+	if err := conn.Call(context.Background(), "Echo.Echo", &small, &reply); err != nil || reply != "hi" {
+		t.Fatalf("the call after a broken one: %q, %v; want it redialled and answered", reply, err)
+	}
+}
+
+type echo struct{}
+
+func (echo) Echo(in *string, out *string) error { *out = *in; return nil }
