@@ -527,7 +527,7 @@ config master.toml master.toml 'listen="127.0.0.1:0"' "registry=\"$reg_addr\"" \
 start_daemon masterd logs/masterd.log masterd --config master.toml
 master_pid=$last_pid
 master_addr=$last_addr
-dash_url=$(sed -n 's/.*msg="serving metrics and the dashboard on \(http:[^"]*\)".*/\1/p' logs/masterd.log | head -n 1)
+dash_url=$(sed -n 's/.*msg=ready .*http="\{0,1\}\(http:[^" ]*\).*/\1/p' logs/masterd.log | head -n 1)
 export MUSTER_REGISTRY_SOCKET=run/registry.sock MUSTER_CA=certs/ca.pem
 export MUSTER_CERT=certs/admin-ops.pem MUSTER_KEY=certs/admin-ops-key.pem
 note "rpc-query reads the registry over its local socket, and talks to the"
