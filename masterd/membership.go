@@ -133,7 +133,7 @@ type Membership struct {
 	nodes   map[string]*node
 	version uint64    // feed's, kept here too for the code under mu
 	dirty   bool      // the roster on disk is behind
-	held    time.Time // when verdicts were held because nobody heartbeated; zero if not
+	held    time.Time // verdicts are held because nobody heartbeated since then; zero if not
 	crowd   time.Time // when verdicts were held because a crowd was late at once; zero if not
 	judged  []verdict // Tick's, kept to save the allocation
 	stopped bool      // the master is shutting down: its closing connections say nothing
@@ -463,7 +463,7 @@ func (ms *Membership) Tick(now time.Time) {
 	for _, n := range ms.nodes {
 		if n.up() {
 			up++
-			prior.Add(&n.arr)
+			prior.Add(&n.arr, &ms.t.Detector)
 			if span > 0 && n.m.Status == rpcdef.StatusAlive && now.Sub(n.m.StatusSince) >= span {
 				want += float64(span.Microseconds()) / n.arr.meanGap(&ms.t.Detector)
 			}
@@ -472,7 +472,10 @@ func (ms *Membership) Tick(now time.Time) {
 	quiet := ms.self.QuietFor(now)
 	if up >= 2 && quiet > ms.t.Detector.MinDead {
 		if ms.held.IsZero() {
-			ms.held = now
+			// From the start of the quiet: once heartbeats resume, all of
+			// it is forgiven, so the slaves heard from a little after the
+			// first are not late by the quiet's first min_dead.
+			ms.held = now.Add(-quiet)
 			ms.met.hold(holdQuiet)
 			ms.log.Warnf("no heartbeat from any of %d slaves for %v: suspecting the master's own network, holding verdicts", up, quiet.Round(time.Millisecond))
 		}

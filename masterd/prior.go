@@ -27,38 +27,60 @@ const (
 )
 
 // Prior is the cluster's heartbeat cadence as the master sees it: the gaps
-// of its up members' windows, pooled. The detector's tick rebuilds it before
-// it judges anyone, one Add per member, so it costs no allocation and no
-// state between ticks. Its zero value is an empty pool.
+// of its up members' windows, pooled, and the worst member's. The detector's
+// tick rebuilds it before it judges anyone, one Add per member, so it costs
+// no allocation and no state between ticks. Its zero value is an empty pool.
 //
 // A member judged with it is one whose own gaps number at least PriorMinOwn
-// and fewer than MinSamples and each lie within PriorAgree spreads of the
-// pool's mean (at least priorTolShare×MinStdDev): its estimate is then the
-// blend of its own gaps with the pool's mean and variance worth the
-// MinSamples−n gaps it still lacks, the spread floored at MinStdDev as
-// always. A member unlike its cluster, or with too few gaps, keeps the
-// tolerant warm-up estimate (mean Interval, spread Interval/2), so a
-// jittery member is no worse off than without the prior.
+// and fewer than MinSamples, and each lie within PriorAgree prior spreads
+// of the pool's mean (at least priorTolShare×MinStdDev). Its estimate is
+// then the blend of its own gaps with the prior's mean and variance, the
+// prior worth the MinSamples−n gaps the member still lacks; the spread is
+// floored at MinStdDev as always. A member unlike its cluster, or with too
+// few gaps, keeps the tolerant warm-up estimate (mean Interval, spread
+// Interval/2), so a jittery member is no worse off than without the prior.
 //
-// The pool is every other member's, not this one's: a member's own gaps
-// never vouch for themselves.
+// The prior's variance is the larger of the pool's and the worst member's
+// mean squared distance from Interval: a newcomer is taken to be as
+// irregular as the most irregular member with at least PriorMinOwn gaps,
+// not as the average one. So in a cluster where even one member is
+// jittery, newcomers are judged as that one is (slowly, and safely), and
+// only in a cluster whose members are all steady is a steady newcomer
+// judged at full speed from its second gap.
+//
+// The pool and the worst are every other member's, never this one's: a
+// member's own gaps do not vouch for themselves.
 type Prior struct {
-	n     int64   // gaps pooled
-	sum   float64 // their sum, microseconds
-	sumSq float64 // their sum of squares
+	n       int64      // gaps pooled
+	sum     float64    // their sum, microseconds
+	sumSq   float64    // their sum of squares
+	worst   [2]float64 // the two largest members' mean squared distances from Interval, µs², largest first
+	worstOf *Arrivals  // whose is worst[0]
 }
 
 // Add pools a's gaps.
-func (p *Prior) Add(a *Arrivals) {
+func (p *Prior) Add(a *Arrivals, cfg *DetectorConfig) {
 	p.n += int64(a.n)
 	p.sum += float64(a.sum)
 	p.sumSq += float64(a.sumSq)
+	if int(a.n) < PriorMinOwn {
+		return
+	}
+	n := float64(a.n)
+	in := float64(cfg.Interval) / 1e3
+	msd := max(float64(a.sumSq)/n-2*in*float64(a.sum)/n+in*in, 0)
+	switch {
+	case msd > p.worst[0]:
+		p.worst[1], p.worst[0], p.worstOf = p.worst[0], msd, a
+	case msd > p.worst[1]:
+		p.worst[1] = msd
+	}
 }
 
 // Gaps is how many gaps are pooled.
 func (p *Prior) Gaps() int64 { return p.n }
 
-// without is the pool's mean and variance in microseconds without a's own
+// without is the prior's mean and variance in microseconds without a's own
 // gaps, and false if too few gaps remain.
 func (p *Prior) without(a *Arrivals) (mean, variance float64, ok bool) {
 	n := p.n - int64(a.n)
@@ -67,7 +89,11 @@ func (p *Prior) without(a *Arrivals) (mean, variance float64, ok bool) {
 	}
 	mean = (p.sum - float64(a.sum)) / float64(n)
 	variance = max((p.sumSq-float64(a.sumSq))/float64(n)-mean*mean, 0)
-	return mean, variance, true
+	worst := p.worst[0]
+	if p.worstOf == a {
+		worst = p.worst[1]
+	}
+	return mean, max(variance, worst), true
 }
 
 // estimateWith is estimate, with the prior for a member that has few gaps
