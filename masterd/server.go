@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/rpc"
@@ -252,7 +251,7 @@ func (s *Server) keepLease(ctx context.Context) {
 	var lease string
 	var ttl time.Duration
 	var failing error
-	backoff := 100 * time.Millisecond
+	b := daemon.NewBackoff(daemon.InitialBackoff, 2*time.Second)
 	for {
 		var wait time.Duration
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -277,12 +276,12 @@ func (s *Server) keepLease(ctx context.Context) {
 		cancel()
 		switch {
 		case failing != nil:
-			wait = backoff + rand.N(backoff/2)
-			backoff = min(2*backoff, 2*time.Second)
+			wait = b.Next()
 		case lease == "":
 			wait = 0
 		default:
-			wait, backoff = ttl/3, 100*time.Millisecond
+			wait = ttl / 3
+			b.Reset()
 		}
 		select {
 		case <-ctx.Done():

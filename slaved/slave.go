@@ -160,7 +160,7 @@ func (s *Slave) Reload() error {
 
 // loop finds the master and stays joined to it, until ctx ends.
 func (s *Slave) loop(ctx context.Context) {
-	b := newBackoff(initialBackoff, s.cfg.MaxBackoff.D())
+	b := daemon.NewBackoff(daemon.InitialBackoff, s.cfg.MaxBackoff.D())
 	var quiet repeats
 	for ctx.Err() == nil {
 		joins := s.joins.Load()
@@ -177,9 +177,9 @@ func (s *Slave) loop(ctx context.Context) {
 		if s.joins.Load() != joins {
 			quiet.reset()
 		}
-		d := b.next()
+		d := b.Next()
 		s.logFailure(err, addr, d, &quiet)
-		sleep(ctx, d)
+		daemon.Sleep(ctx, d)
 	}
 	s.log.Info("stopping: not joined to a master, so there is nothing to leave")
 }
@@ -245,7 +245,7 @@ func expectMaster(id pki.Identity) error {
 // ClusterClient until the connection cannot be restored (returned) or ctx
 // ends (it leaves and returns nil). A master that asks for a new join gets
 // one on the same connection.
-func (s *Slave) connected(ctx context.Context, addr string, b *backoff) error {
+func (s *Slave) connected(ctx context.Context, addr string, b *daemon.Backoff) error {
 	kick := make(chan struct{}, 1)
 	cl := rpcdef.NewClusterClient("master "+addr, s.dialMaster(addr, kick))
 	defer cl.Close()
@@ -273,7 +273,7 @@ func (s *Slave) connected(ctx context.Context, addr string, b *backoff) error {
 		}
 		progressed, err := s.member(ctx, cl, r, kick)
 		if progressed {
-			b.reset()
+			b.Reset()
 		}
 		if ctx.Err() != nil {
 			s.leave(cl)
@@ -285,7 +285,7 @@ func (s *Slave) connected(ctx context.Context, addr string, b *backoff) error {
 		}
 		s.log.WithField("incarnation", s.inc).Warnf("%v: joining again", err)
 		if !progressed {
-			sleep(ctx, b.next())
+			daemon.Sleep(ctx, b.Next())
 		}
 	}
 	return ctx.Err()
@@ -459,7 +459,7 @@ func (s *Slave) report(ctx context.Context, cl *rpcdef.ClusterClient) error {
 // reach the view at once, until ctx ends. Failures poke the heartbeat, which
 // decides about the connection and the join; the watch only tries again.
 func (s *Slave) watchLoop(ctx context.Context, cl *rpcdef.ClusterClient, kick chan<- struct{}) {
-	b := newBackoff(initialBackoff, s.cfg.MaxBackoff.D())
+	b := daemon.NewBackoff(daemon.InitialBackoff, s.cfg.MaxBackoff.D())
 	for {
 		after := s.view.Version()
 		start := time.Now()
@@ -470,7 +470,7 @@ func (s *Slave) watchLoop(ctx context.Context, cl *rpcdef.ClusterClient, kick ch
 			return
 		}
 		if err != nil {
-			d := b.next()
+			d := b.Next()
 			log := s.log.WithError(err).WithField("retry_in", d.Round(time.Millisecond))
 			if rpcdef.NoAnswer(err) || rpcdef.MustRejoin(err) {
 				poke(kick)
@@ -478,7 +478,7 @@ func (s *Slave) watchLoop(ctx context.Context, cl *rpcdef.ClusterClient, kick ch
 			} else {
 				log.Warn("watch failed")
 			}
-			if !sleep(ctx, d) {
+			if !daemon.Sleep(ctx, d) {
 				return
 			}
 			continue
@@ -489,10 +489,10 @@ func (s *Slave) watchLoop(ctx context.Context, cl *rpcdef.ClusterClient, kick ch
 			s.view.apply(r.Events, r.Version)
 		}
 		if r.Reset || s.view.Version() != after {
-			b.reset()
+			b.Reset()
 			continue
 		}
-		if time.Since(start) < minWatchGap && !sleep(ctx, b.next()) {
+		if time.Since(start) < minWatchGap && !daemon.Sleep(ctx, b.Next()) {
 			return
 		}
 	}

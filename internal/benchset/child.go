@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/muster-lab/muster/internal/daemon"
 )
 
 // stopGrace is how long a child has after SIGTERM before SIGKILL.
@@ -219,12 +221,8 @@ func tailFile(path string, n int) string {
 
 // sleep waits d unless ctx ends first.
 func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
+	if !daemon.Sleep(ctx, d) {
 		return context.Cause(ctx)
-	case <-t.C:
-		return nil
 	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/muster-lab/muster/internal/daemon"
 	"github.com/muster-lab/muster/internal/pki"
 	"github.com/muster-lab/muster/rpcdef"
 )
@@ -38,7 +39,7 @@ func newObserverConn(ctx context.Context, r *run, admin *pki.Store) (*observerCo
 }
 
 func (o *observerConn) loop(ctx context.Context, r *run) {
-	backoff := 100 * time.Millisecond
+	b := daemon.NewBackoff(daemon.InitialBackoff, 2*time.Second)
 	for ctx.Err() == nil {
 		after := o.version.Load()
 		cctx, cancel := context.WithTimeout(ctx, rpcdef.WatchTimeout(r.cfg.CallTimeout))
@@ -50,14 +51,10 @@ func (o *observerConn) loop(ctx context.Context, r *run) {
 		}
 		if err != nil {
 			r.log.Warnf("observer's watch: %v", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 2*time.Second)
+			daemon.Sleep(ctx, b.Next())
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		b.Reset()
 		r.tr.observe(observer, &rep, recv)
 		o.version.Store(rep.Version)
 	}

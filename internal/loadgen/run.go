@@ -14,6 +14,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/muster-lab/muster/internal/daemon"
 	"github.com/muster-lab/muster/internal/pki"
 	"github.com/muster-lab/muster/rpcdef"
 )
@@ -340,7 +341,7 @@ func (r *run) coldJoin(ctx context.Context) int {
 					return
 				}
 				s := r.sims[i]
-				backoff := 100 * time.Millisecond
+				b := daemon.NewBackoff(daemon.InitialBackoff, 2*time.Second)
 				for ctx.Err() == nil {
 					t0 := time.Now()
 					err := s.join(ctx)
@@ -352,13 +353,10 @@ func (r *run) coldJoin(ctx context.Context) int {
 					}
 					r.stats.joinsFailed.Add(1)
 					if ctx.Err() == nil {
-						r.log.WithField("peer", s.name).Warnf("join failed, trying again in %v: %v", backoff, err)
+						wait := b.Next()
+						r.log.WithField("peer", s.name).Warnf("join failed, trying again in %v: %v", wait.Round(time.Millisecond), err)
+						daemon.Sleep(ctx, wait)
 					}
-					select {
-					case <-ctx.Done():
-					case <-time.After(backoff):
-					}
-					backoff = min(2*backoff, 2*time.Second)
 				}
 			}
 		})

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/muster-lab/muster/internal/daemon"
 	"github.com/muster-lab/muster/rpcdef"
 )
 
@@ -279,7 +280,7 @@ func (s *sim) sendReport() {
 // every reply to the tracker, until the slave is halted.
 func (s *sim) watchLoop(after uint64) {
 	defer s.loops.Done()
-	backoff := 100 * time.Millisecond
+	b := daemon.NewBackoff(daemon.InitialBackoff, 2*time.Second)
 	for s.state.Load() == simRunning && !s.r.watchStop.Load() {
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), rpcdef.WatchTimeout(s.r.cfg.CallTimeout))
@@ -291,13 +292,12 @@ func (s *sim) watchLoop(after uint64) {
 		}
 		if err != nil {
 			s.r.stats.watchesFailed.Add(1)
-			if !s.sleep(backoff + rand.N(backoff/2)) {
+			if !s.sleep(b.Next()) {
 				return
 			}
-			backoff = min(2*backoff, 2*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		b.Reset()
 		s.r.stats.watches.Add(1)
 		s.r.tr.observe(s.idx, &r, recv)
 		if r.Version == after && !r.Reset && time.Since(start) < minWatchGap && !s.sleep(minWatchGap) {
