@@ -134,7 +134,7 @@ func TestCheckBroken(t *testing.T) {
 // flag, on each binary that has them.
 func TestCheckCommandLine(t *testing.T) {
 	version := regexp.MustCompile(`^muster \S+ \((?:[0-9a-f]+|unknown)(?:\+dirty)?, go\S+\)\n$`)
-	for _, d := range []string{"masterd", "registryd", "slaved", "loadgen"} {
+	for _, d := range []string{"masterd", "registryd", "slaved", "loadgen", "benchset"} {
 		t.Run(d, func(t *testing.T) {
 			if stdout, stderr, code := runSplit(t, d, "--version"); code != 0 || !version.MatchString(stdout) || stderr != "" {
 				t.Errorf("%s --version: exit %d, stdout %q, stderr %q; want exit 0 and a line matching %s", d, code, stdout, stderr, version)

@@ -4,7 +4,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -43,15 +42,8 @@ func run(args []string) int {
 	fs.StringVar(&o.Micro, "micro", "", "a `file` of go test -bench output to quote in the doc")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the lab directories and their logs")
 	quick := fs.Bool("quick", false, "a short set for trying the tool out: N=100, 1,000 and 3,000, about 3 minutes")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "benchset: unexpected arguments %q\n", fs.Args())
-		return 2
+	if code, done := daemon.Parse(fs, args, os.Stdout, os.Stderr); done {
+		return code
 	}
 	if *quick {
 		o.Plan = benchset.QuickPlan()
