@@ -657,8 +657,8 @@ func TestRefusalReasons(t *testing.T) {
 		}
 		seen[r] = true
 	}
-	if len(seen) != 8 {
-		t.Errorf("%d reasons, want 8", len(seen))
+	if len(seen) != 9 {
+		t.Errorf("%d reasons, want 9", len(seen))
 	}
 }
 

@@ -66,6 +66,16 @@ const (
 	// DefaultMaxInflight is how many calls of one connection may run at
 	// once on a listener without Options.Inline.
 	DefaultMaxInflight = 64
+	// DefaultMaxHandshakes is how many TLS handshakes may run at once. A
+	// handshake is a millisecond or two of CPU; thousands at once on a few
+	// cores each take so long that they all pass their deadline, and the
+	// peers come back to do it again (a reconnect storm that never ends).
+	// Bounded, each finishes at once, and the rest wait their turn.
+	DefaultMaxHandshakes = 64
+	// DefaultHandshakeQueue is how long a new connection may wait for a
+	// handshake's turn before it is closed, fast, as "busy": its peer backs
+	// off with jitter and comes back later, instead of timing out slowly.
+	DefaultHandshakeQueue = 250 * time.Millisecond
 	// DefaultSlaveMaxMessage is the size limit SlaveRequestLimit gives a
 	// slave's requests: the largest, a Report at every bound of the
 	// contract, is a few KiB.
@@ -105,6 +115,11 @@ type Attach func(srv *rpc.Server, p Peer) (detach func(), err error)
 // default named beside it (the Default constants above).
 type Options struct {
 	HandshakeTimeout time.Duration // DefaultHandshakeTimeout
+	// MaxHandshakes is how many TLS handshakes may run at once
+	// (DefaultMaxHandshakes); a connection waits HandshakeQueue for its
+	// turn (DefaultHandshakeQueue), then is closed and counted as busy.
+	MaxHandshakes  int
+	HandshakeQueue time.Duration
 	// FirstRequestTimeout closes a connection that has not sent a whole
 	// request this long after its handshake; DefaultFirstRequestTimeout.
 	FirstRequestTimeout time.Duration
@@ -152,6 +167,10 @@ func (o *Options) defaults(local bool) {
 		}
 	}
 	set(&o.HandshakeTimeout, DefaultHandshakeTimeout)
+	set(&o.HandshakeQueue, DefaultHandshakeQueue)
+	if o.MaxHandshakes <= 0 {
+		o.MaxHandshakes = DefaultMaxHandshakes
+	}
 	set(&o.FirstRequestTimeout, DefaultFirstRequestTimeout)
 	set(&o.MessageTimeout, DefaultMessageTimeout)
 	set(&o.IdleTimeout, DefaultIdleTimeout)
@@ -189,6 +208,7 @@ func SlaveRequestLimit(p Peer) int {
 // metric's label, so they are snake_case.
 const (
 	RefusedHandshake = "handshake"
+	RefusedBusy      = "busy" // no handshake turn within HandshakeQueue
 	RefusedCap       = "connection_cap"
 	RefusedIdentity  = "identity_budget" // MaxConnsPerIdentity reached
 	RefusedAttach    = "attach"
@@ -203,7 +223,7 @@ const (
 // RefusalReasons lists every reason Server.Refused counts, so that a metric
 // can show each one from the start, at zero.
 func RefusalReasons() []string {
-	return []string{RefusedHandshake, RefusedCap, RefusedIdentity, RefusedAttach, RefusedMessage,
+	return []string{RefusedHandshake, RefusedBusy, RefusedCap, RefusedIdentity, RefusedAttach, RefusedMessage,
 		RefusedSlow, RefusedSilent, RefusedCalls}
 }
 
@@ -216,6 +236,7 @@ type Server struct {
 	log    logrus.FieldLogger
 
 	slots  chan struct{}
+	turns  chan struct{} // handshakes running now
 	nextID *atomic.Uint64
 
 	mu      sync.Mutex
@@ -247,6 +268,7 @@ func New(ln net.Listener, tlsConf *tls.Config, opts Options, attach Attach, log 
 	return &Server{
 		ln: ln, tls: tlsConf, opts: opts, attach: attach, log: log,
 		slots:  make(chan struct{}, opts.MaxConns),
+		turns:  make(chan struct{}, opts.MaxHandshakes),
 		nextID: &connIDs,
 		conns:  make(map[*conn]struct{}),
 		held:   make(map[string]int),
@@ -367,6 +389,25 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 }
 
+// turn waits up to HandshakeQueue for a handshake's turn, and says whether
+// it got one; the caller gives it back after the handshake.
+func (s *Server) turn(ctx context.Context) bool {
+	select {
+	case s.turns <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(s.opts.HandshakeQueue)
+	defer t.Stop()
+	select {
+	case s.turns <- struct{}{}:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
 func (s *Server) handle(ctx context.Context, c *conn) {
 	// A connection that gets as far as serving requests is ended by
 	// whichever goroutine is reading it when reading fails (see reader), so
@@ -393,10 +434,15 @@ func (s *Server) handle(ctx context.Context, c *conn) {
 		peer.Block = r.handoff
 	}
 	if s.tls != nil {
+		if !s.turn(ctx) {
+			s.refuse(RefusedBusy, peer.Addr, fmt.Errorf("%d TLS handshakes already running, none done within %v: the peer should retry later", s.opts.MaxHandshakes, s.opts.HandshakeQueue))
+			return
+		}
 		tc := tls.Server(c.raw, s.tls)
 		hctx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
 		err := tc.HandshakeContext(hctx)
 		cancel()
+		<-s.turns
 		if err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
 				err = fmt.Errorf("TLS handshake not finished within %v", s.opts.HandshakeTimeout)
