@@ -40,7 +40,11 @@ const MaxDeadLimit = 5 * time.Minute
 //
 // Until a node has MinSamples inter-arrival times, its mean is Interval and
 // its spread max(MinStdDev, Interval/2): the detector knows little yet, so
-// it is tolerant. Afterwards the mean and spread are the window's, the spread
+// it is tolerant. The master's tick does better with what it knows of the
+// cluster (JudgeWith and Prior): a node with at least PriorMinOwn gaps, each
+// close to the other members' cadence, is judged with that cadence filling
+// the samples it lacks, so a steady newcomer is dead ≈1.53 s after its last
+// heartbeat from its second gap on. Afterwards the mean and spread are the window's, the spread
 // never less than MinStdDev, so a metronomic node is not declared dead by a
 // few milliseconds of jitter. MinSamples defaults to half the window because
 // the spread of a few samples is too noisy to trust: with 3, a node whose
@@ -58,7 +62,8 @@ const MaxDeadLimit = 5 * time.Minute
 //     suspect after ≈1.31 s of silence and dead after ≈1.52 s
 //     (= max(MinDead 1.5 s, 1 s + 5.23×0.1 s));
 //   - a node still warming up (its first 16 s: mean 1 s, spread 500 ms) is
-//     suspect after ≈2.53 s and dead after ≈3.61 s;
+//     suspect after ≈2.53 s and dead after ≈3.61 s, unless the cluster's
+//     prior vouches for it (see Prior): then as a steady node;
 //   - a jittery node with gaps uniform in [0.5 s, 2.5 s] (mean 1.5 s,
 //     spread 0.58 s) is dead after ≈4.52 s, while its longest normal gap
 //     of 2.5 s gives only phi ≈ 1.4;

@@ -449,8 +449,8 @@ func (ms *Membership) Tick(now time.Time) {
 		}
 	}
 	// Nobody at all heartbeating is the master's problem (its network), not
-	// every slave's: hold heartbeat verdicts until someone is heard again.
-	// Suspects count: a steady node is suspect before it can be dead.
+	// every slave's: hold heartbeat verdicts until someone is heard again
+	// (below). A stall long enough to start a recovery is a hold too.
 	if stall >= ms.t.Detector.MinDead {
 		ms.met.hold(holdStall)
 	}
@@ -469,6 +469,7 @@ func (ms *Membership) Tick(now time.Time) {
 			}
 		}
 	}
+	// Suspects count as up: a steady node is suspect before it can be dead.
 	quiet := ms.self.QuietFor(now)
 	if up >= 2 && quiet > ms.t.Detector.MinDead {
 		if ms.held.IsZero() {
