@@ -108,16 +108,21 @@ type dashSource struct{ s *Server }
 
 func (d dashSource) Nodes() ([]dashboard.Node, uint64) {
 	r, _ := d.s.ms.Members("")
-	cpu := d.s.ms.CPUHistory()
 	out := make([]dashboard.Node, 0, len(r.Members))
 	for _, m := range r.Members {
-		n := dashboard.Node{Member: m}
-		for _, c := range cpu[m.Name] {
-			n.CPU = append(n.CPU, dashboard.Sample{At: c.At, Percent: c.Percent})
-		}
-		out = append(out, n)
+		out = append(out, dashboard.Node{Member: m})
 	}
 	return out, r.Version
+}
+
+// History copies every node's figures to return one's; it is asked only
+// while a node's detail panel is open, once a second.
+func (d dashSource) History(node string) []dashboard.Sample {
+	var out []dashboard.Sample
+	for _, c := range d.s.ms.CPUHistory()[node] {
+		out = append(out, dashboard.Sample{At: c.At, Percent: c.Percent})
+	}
+	return out
 }
 
 func (d dashSource) Recent(n int) ([]rpcdef.Event, uint64) { return d.s.ms.Recent(n) }

@@ -50,10 +50,9 @@ const (
 	writeTimeout = 10 * time.Second
 )
 
-// Node is a member with its recent CPU figures.
+// Node is a member of the roll.
 type Node struct {
 	rpcdef.Member
-	CPU []Sample // oldest first
 }
 
 // Sample is one CPU figure.
@@ -65,7 +64,11 @@ type Sample struct {
 // Source is what the page shows, as the master knows it.
 type Source interface {
 	// Nodes is the roll, sorted by name, and the event version it is at.
+	// It is asked every second while a page is open: it must be cheap.
 	Nodes() ([]Node, uint64)
+	// History is one node's recent CPU figures, oldest first, for its
+	// detail panel.
+	History(node string) []Sample
 	// Recent returns the last n events, oldest first, and the version they
 	// lead up to.
 	Recent(n int) ([]rpcdef.Event, uint64)
@@ -327,7 +330,7 @@ func (d *Dashboard) detail(name string) (detailView, bool) {
 		}
 		v := detailView{
 			nodeView: row(n.Member), Now: time.Now().UnixMilli(), ReportMs: d.info.ReportInterval.Milliseconds(),
-			JoinedAt: millis(n.JoinedAt), CertNotAfter: millis(n.CertNotAfter), CPU: make([][2]float64, 0, len(n.CPU)),
+			JoinedAt: millis(n.JoinedAt), CertNotAfter: millis(n.CertNotAfter), CPU: [][2]float64{},
 		}
 		if r := n.Resources; r != nil {
 			f := &fullReport{
@@ -340,7 +343,7 @@ func (d *Dashboard) detail(name string) (detailView, bool) {
 			}
 			v.Full = f
 		}
-		for _, s := range n.CPU {
+		for _, s := range d.src.History(name) {
 			v.CPU = append(v.CPU, [2]float64{float64(s.At.UnixMilli()), s.Percent})
 		}
 		return v, true
@@ -379,17 +382,23 @@ func (d *Dashboard) stream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	events, after := d.src.Recent(logLength)
-	frame, fresh := d.current()
 	// No page was open, so the registry's list may be minutes old: the first
 	// frame says the registry is being asked rather than show an old lease,
 	// and the answer comes in the next frame.
+	var frame []byte
+	var fresh <-chan struct{}
 	if d.servicesStale() {
+		d.mu.Lock()
+		fresh = d.fresh
+		d.mu.Unlock()
+		frame = d.loadingFrame()
 		go func() {
 			if d.fetchServices(r.Context(), servicesEvery) {
 				d.refresh()
 			}
 		}()
-		frame = d.loadingFrame()
+	} else {
+		frame, fresh = d.current()
 	}
 	if !send(frame) || !send(eventsMessage(events, true, after)) {
 		return

@@ -25,6 +25,7 @@ type roll struct {
 	nodes    []Node
 	events   []rpcdef.Event
 	changed  chan struct{}
+	history  map[string][]Sample
 	services []rpcdef.Entry // nil: the registry does not answer
 	asked    int            // Services calls
 }
@@ -52,6 +53,12 @@ func (r *roll) Nodes() ([]Node, uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.nodes), uint64(len(r.events))
+}
+
+func (r *roll) History(node string) []Sample {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.history[node])
 }
 
 func (r *roll) Recent(n int) ([]rpcdef.Event, uint64) {
@@ -257,7 +264,7 @@ func TestNodeDetail(t *testing.T) {
 		Disks:            []rpcdef.DiskUsage{{Mount: "/", Total: 100 << 30, Free: 40 << 30, UsedPercent: 60}},
 		NetRxBytesPerSec: 1500, NetTxBytesPerSec: 700, Uptime: 3 * time.Hour, Procs: 123,
 	}
-	r.nodes[0].CPU = []Sample{{At: time.Now().Add(-time.Second), Percent: 30}, {At: time.Now(), Percent: 37.5}}
+	r.history = map[string][]Sample{"node-1": {{At: time.Now().Add(-time.Second), Percent: 30}, {At: time.Now(), Percent: 37.5}}}
 	r.mu.Unlock()
 	_, ts := serve(t, r)
 
@@ -314,7 +321,7 @@ func TestSnapshotIsLean(t *testing.T) {
 	r := newRoll()
 	r.emit(rpcdef.Event{Kind: rpcdef.EventJoined, Node: "node-1", Incarnation: 1, At: time.Now()}, rpcdef.StatusAlive)
 	r.mu.Lock()
-	r.nodes[0].CPU = []Sample{{At: time.Now(), Percent: 1}}
+	r.history = map[string][]Sample{"node-1": {{At: time.Now(), Percent: 1}}}
 	r.nodes[0].Resources = &rpcdef.Resources{Disks: []rpcdef.DiskUsage{{Mount: "/"}}}
 	r.mu.Unlock()
 	_, ts := serve(t, r)

@@ -36,9 +36,11 @@ const state = {
   seen: false, // the first snapshot arrived
 };
 
-// For tests and the curious: when the page first drew the roll, and how long
-// its renders take.
-window.muster = { ready: 0, renders: 0, lastRenderMs: 0 };
+// For tests and the curious: when the page first drew the roll
+// (performance.now(), from the start of navigation), how long its renders
+// take, and the last status changes it drew (browser clock).
+const MAX_CHANGES = 200;
+window.muster = { scriptAt: performance.now(), firstSnapshotAt: 0, firstRenderMs: 0, ready: 0, renders: 0, lastRenderMs: 0, changes: [] };
 
 const $ = (id) => document.getElementById(id);
 
@@ -150,6 +152,11 @@ function fillRow(tr, e, now) {
   const c = tr.cells_;
   const n = e.n;
   if (tr.dataset.status !== e.status) {
+    if (tr.dataset.status) {
+      const ch = window.muster.changes;
+      ch.push({ node: n.name, status: e.status, at: Date.now() });
+      if (ch.length > MAX_CHANGES) ch.shift();
+    }
     tr.dataset.status = e.status;
     c.badge.dataset.status = e.status;
     c.badge.textContent = `${SYMBOL[e.status] || ""} ${e.status.toUpperCase()}`;
@@ -511,8 +518,12 @@ function renderServices(sv, now) {
     name.append(key, el("span", "owner", s.owner));
     // The lease as of now: the registry was asked up to 5 s ago.
     const left = Math.max(0, s.remainingMs - (now - (sv.listedAt || sv.at)));
-    const lease = el("td", `lease state-${s.state}`, sv.error ? `${s.state} at ${clock(sv.listedAt + state.offset)}` : `${s.state}, ${age(left)} left`);
-    lease.classList.toggle("stale", !!sv.error);
+    // Once the countdown is over the list is older than the lease: say
+    // what it was then, not that it has 0 s left.
+    const listed = clock((sv.listedAt || sv.at) + state.offset);
+    const text = sv.error || left <= 0 ? `${s.state} at ${listed}, ${age(s.ttlMs)} lease` : `${s.state}, ${age(left)} left`;
+    const lease = el("td", `lease state-${s.state}`, text);
+    lease.classList.toggle("stale", !!sv.error || left <= 0);
     tr.append(name, el("td", "mono", s.addr), lease);
     body.append(tr);
   }
@@ -522,6 +533,7 @@ function renderServices(sv, now) {
 // ---- the stream
 
 function applySnapshot(snap) {
+  if (!window.muster.firstSnapshotAt) window.muster.firstSnapshotAt = performance.now();
   state.lastFrame = Date.now();
   state.offset = Date.now() - snap.now;
   state.heartbeatMs = snap.heartbeatMs || 1000;
@@ -550,6 +562,7 @@ function applySnapshot(snap) {
   render();
   if (!window.muster.ready) {
     window.muster.ready = performance.now();
+    window.muster.firstRenderMs = window.muster.lastRenderMs;
     document.body.dataset.ready = "1";
   }
   tick();
