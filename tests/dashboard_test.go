@@ -3,15 +3,22 @@ package tests
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/sirupsen/logrus"
+
+	"github.com/muster-lab/muster/internal/dashboard"
 
 	"github.com/muster-lab/muster/internal/pki"
 	"github.com/muster-lab/muster/rpcdef"
@@ -456,4 +463,141 @@ func TestDashboardThousand(t *testing.T) {
 	stopLoadgen()
 	<-lgDone
 	c.master.stop()
+}
+
+// fakeRoll is a dashboard.Source of many made-up nodes, for the page's own
+// cost at a size no test machine runs real slaves at.
+type fakeRoll struct {
+	mu      sync.Mutex
+	nodes   []dashboard.Node
+	events  []rpcdef.Event
+	changed chan struct{}
+}
+
+func newFakeRoll(n int) *fakeRoll {
+	r := &fakeRoll{changed: make(chan struct{})}
+	now := time.Now()
+	for i := range n {
+		r.nodes = append(r.nodes, dashboard.Node{Member: rpcdef.Member{
+			Name: fmt.Sprintf("node-%05d", i+1), Addr: fmt.Sprintf("10.0.%d.%d:7112", i/250, i%250+1),
+			Status: rpcdef.StatusAlive, Incarnation: uint64(1<<62 + i), JoinedAt: now, StatusSince: now, LastHeartbeat: now,
+			CertNotAfter: now.Add(365 * 24 * time.Hour),
+			Resources: &rpcdef.Resources{SampledAt: now, CPUCount: 8, CPUPercent: float64(i % 100), MemTotal: 16 << 30,
+				MemAvailable: 8 << 30, MemUsedPercent: float64((i * 7) % 100), Load1: 1.5},
+		}})
+	}
+	return r
+}
+
+// kill makes node i dead, as the master would, and tells of it.
+func (r *fakeRoll) kill(i int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	m := &r.nodes[i].Member
+	m.Status, m.StatusSince = rpcdef.StatusDead, now
+	r.events = append(r.events, rpcdef.Event{Version: uint64(len(r.events) + 1), Kind: rpcdef.EventDead, Node: m.Name,
+		Incarnation: m.Incarnation, Addr: m.Addr, Status: rpcdef.StatusDead, At: now, Reason: "connection closed"})
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+func (r *fakeRoll) Nodes() ([]dashboard.Node, uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	out := make([]dashboard.Node, len(r.nodes))
+	for i, n := range r.nodes {
+		if n.Status == rpcdef.StatusAlive { // heard from just now
+			n.LastHeartbeat = now
+		}
+		out[i] = n
+	}
+	return out, uint64(len(r.events))
+}
+
+func (r *fakeRoll) History(string) []dashboard.Sample { return nil }
+
+func (r *fakeRoll) Recent(n int) ([]rpcdef.Event, uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]rpcdef.Event(nil), r.events[max(0, len(r.events)-n):]...), uint64(len(r.events))
+}
+
+func (r *fakeRoll) Since(after uint64, reply *rpcdef.WatchReply) (bool, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	reply.Version = uint64(len(r.events))
+	if after >= reply.Version {
+		return false, r.changed
+	}
+	reply.Events = append([]rpcdef.Event(nil), r.events[after:]...)
+	return true, nil
+}
+
+func (r *fakeRoll) Services(context.Context) ([]rpcdef.Entry, error) {
+	return nil, errors.New("no registry in this test")
+}
+
+// TestDashboardTenThousand serves the real dashboard package on a made-up
+// roll of 10,000 nodes (no master: the page's own cost) and prints how long
+// chromium takes to draw it, to filter it, and to draw a node dead after its
+// event; each must be within a second.
+func TestDashboardTenThousand(t *testing.T) {
+	const n = 10000
+	r := newFakeRoll(n)
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	d := dashboard.New(r, dashboard.Info{Cluster: "big", Master: "spiffe://big/master/m1", HeartbeatInterval: time.Second}, log)
+	dctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(dctx); close(done) }()
+	ts := httptest.NewServer(d.Handler())
+	t.Cleanup(func() {
+		ts.CloseClientConnections()
+		ts.Close()
+		stop()
+		<-done
+	})
+	ctx := browser(t, 1600, 1000)
+	if err := chromedp.Do(ctx, chromedp.Navigate(ts.URL)); err != nil {
+		t.Fatalf("open %s: %v", ts.URL, err)
+	}
+	waitFor(t, 15*time.Second, "the page to draw the roll", func() (bool, string) {
+		ready := eval[string](t, ctx, `document.body.dataset.ready`)
+		return ready == "1", "ready " + ready
+	})
+	tm := eval[map[string]float64](t, ctx, `({ready: window.muster.ready, first: window.muster.firstSnapshotAt, render: window.muster.firstRenderMs})`)
+	t.Logf("%d nodes: interactive %.0fms after navigation began (first snapshot at %.0fms, drawn in %.1fms)", n, tm["ready"], tm["first"], tm["render"])
+	if tm["ready"] > 1000 {
+		t.Errorf("the page took %.0fms to draw %d nodes, over the 1s bound", tm["ready"], n)
+	}
+	if k := eval[int](t, ctx, `document.querySelectorAll('#nodes tbody tr').length`); k != 300 {
+		t.Errorf("%d rows drawn of %d nodes, want 300", k, n)
+	}
+
+	typed := time.Now()
+	setFilter(t, ctx, "node-07777")
+	waitFor(t, 5*time.Second, "the filter to leave node-07777 alone", func() (bool, string) {
+		rows := eval[[]string](t, ctx, `[...document.querySelectorAll('#nodes tbody tr')].map(tr => tr.dataset.node)`)
+		return len(rows) == 1 && rows[0] == "node-07777", fmt.Sprint(len(rows), " rows")
+	})
+	t.Logf("typed node-07777 into the filter: one row after %v (typing included)", time.Since(typed).Round(time.Millisecond))
+	setFilter(t, ctx, "")
+
+	r.kill(8999)
+	killed := time.Now()
+	waitFor(t, 10*time.Second, "node-09000 drawn dead", func() (bool, string) {
+		st, _ := domStatus(t, ctx, "node-09000")
+		return st == "dead", "node-09000 is " + st
+	})
+	at := eval[float64](t, ctx, `(window.muster.changes.find(c => c.node === "node-09000" && c.status === "dead") || {at: 0}).at`)
+	after := time.UnixMilli(int64(at)).Sub(killed)
+	t.Logf("node-09000 dead: drawn %v after its event; %.1fms for the last render", after.Round(time.Millisecond), eval[float64](t, ctx, `window.muster.lastRenderMs`))
+	if at == 0 || after > time.Second {
+		t.Errorf("node-09000 drawn dead %v after its event (recorded at %.0f), over the 1s bound", after, at)
+	}
+	if first := eval[string](t, ctx, `document.querySelector('#nodes tbody tr').dataset.node`); first != "node-09000" {
+		t.Errorf("the first row is %q: the dead node-09000 must come first among %d", first, n)
+	}
 }

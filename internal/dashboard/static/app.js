@@ -151,12 +151,13 @@ function percentCell(td, v, f) {
 function fillRow(tr, e, now) {
   const c = tr.cells_;
   const n = e.n;
+  if (e.changed) { // a new status, drawn for the first time now
+    e.changed = false;
+    const ch = window.muster.changes;
+    ch.push({ node: n.name, status: e.status, at: Date.now() });
+    if (ch.length > MAX_CHANGES) ch.shift();
+  }
   if (tr.dataset.status !== e.status) {
-    if (tr.dataset.status) {
-      const ch = window.muster.changes;
-      ch.push({ node: n.name, status: e.status, at: Date.now() });
-      if (ch.length > MAX_CHANGES) ch.shift();
-    }
     tr.dataset.status = e.status;
     c.badge.dataset.status = e.status;
     c.badge.textContent = `${SYMBOL[e.status] || ""} ${e.status.toUpperCase()}`;
@@ -481,6 +482,7 @@ function applyEvents(v) {
       state.nodes.set(ev.node, e);
     }
     if (e && ev.version >= e.statusVersion) {
+      if (e.status && e.status !== ev.status) e.changed = true;
       e.status = ev.status;
       e.statusSince = ev.at;
       e.statusVersion = ev.version;
@@ -550,6 +552,7 @@ function applySnapshot(snap) {
     e.n = n;
     // An event newer than this snapshot already told us better.
     if (snap.version >= e.statusVersion) {
+      if (e.status && e.status !== n.status) e.changed = true;
       e.status = n.status;
       e.statusSince = n.statusSince;
       e.statusVersion = snap.version;
