@@ -211,10 +211,30 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.https != nil {
 		g.Go(func() error { return s.https.Run(gctx) })
 	}
-	err := g.Wait()
+	done := make(chan error, 1)
+	go func() { done <- g.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		// Asked to stop: the loops get stopWithin to end (the registry
+		// entry released, the connections closed), and no more, whatever
+		// the load. The roster is saved either way.
+		t := time.NewTimer(stopWithin)
+		select {
+		case err = <-done:
+		case <-t.C:
+			err = fmt.Errorf("not stopped within %v of being asked (the master is overloaded): exiting anyway, with the roster saved", stopWithin)
+		}
+		t.Stop()
+	}
 	s.save()
 	return err
 }
+
+// stopWithin bounds how long Run takes to return once its context ends, so
+// that masterd exits within 5 s of SIGTERM under any load.
+const stopWithin = 4 * time.Second
 
 // Close stops the listener. It is safe to call twice.
 func (s *Server) Close() error {

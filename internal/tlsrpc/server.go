@@ -75,7 +75,7 @@ const (
 	// DefaultHandshakeQueue is how long a new connection may wait for a
 	// handshake's turn before it is closed, fast, as "busy": its peer backs
 	// off with jitter and comes back later, instead of timing out slowly.
-	DefaultHandshakeQueue = 250 * time.Millisecond
+	DefaultHandshakeQueue = time.Second
 	// DefaultSlaveMaxMessage is the size limit SlaveRequestLimit gives a
 	// slave's requests: the largest, a Report at every bound of the
 	// contract, is a few KiB.
