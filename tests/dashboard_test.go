@@ -601,3 +601,37 @@ func TestDashboardTenThousand(t *testing.T) {
 		t.Errorf("the first row is %q: the dead node-09000 must come first among %d", first, n)
 	}
 }
+
+// TestMetricsCertExpiry scrapes a real masterd and registryd before any
+// slave joins: each exports its own certificate's expiry, exactly its
+// NotAfter, and the members gauge has every state from the start, at 0.
+func TestMetricsCertExpiry(t *testing.T) {
+	c := newCluster(t, nil)
+	for _, d := range []struct {
+		name, url string
+		cert      string
+	}{
+		{"masterd", httpURL(c.master, "metrics and the dashboard") + "metrics", c.l.files(pki.RoleMaster, "m1").Cert},
+		{"registryd", httpURL(c.reg.proc, "metrics") + "metrics", c.l.files(pki.RoleRegistry, "reg1").Cert},
+	} {
+		cert, err := pki.ReadCertFile(d.cert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fams := scrape(t, d.url)
+		if got, want := value(fams, "muster_cert_expiry_timestamp_seconds"), float64(cert.NotAfter.Unix()); got != want {
+			t.Errorf("%s: muster_cert_expiry_timestamp_seconds %v, want %v (%s's NotAfter, %v)", d.name, got, want, d.cert, cert.NotAfter)
+		}
+		lint(t, d.name, fams)
+		if d.name != "masterd" {
+			continue
+		}
+		for _, st := range []string{"alive", "suspect", "dead", "left", "unknown"} {
+			if v := value(fams, "muster_master_members", "state", st); v != 0 {
+				t.Errorf("muster_master_members{state=%q} = %v before any slave joined, want 0 (present from the start)", st, v)
+			}
+		}
+	}
+	c.master.stop()
+	c.reg.stop()
+}
