@@ -99,6 +99,13 @@ function rate(n) {
   return `${Math.round(n)} B/s`;
 }
 
+// current is whether a node's last report holds current figures: the
+// cheap test the sort makes for every node; figures says why, in words.
+function current(e, now) {
+  const r = e.n.report;
+  return !!r && e.status !== "dead" && e.status !== "left" && !(r.sampledAt && now - r.sampledAt > 2 * state.reportMs);
+}
+
 // figures says whether a node's last report is current: a dead or departed
 // node has no current figures, and a report older than two report
 // intervals is stale.
@@ -211,7 +218,7 @@ function comparator(now) {
   const pin = $("pin").checked;
   const byName = (a, b) => (a.n.name < b.n.name ? -1 : a.n.name > b.n.name ? 1 : 0);
   // Nodes without current figures sort after those with, whatever the order.
-  const fig = (e, pick) => (figures(e, now).state === "current" ? pick(e.n.report) : -1);
+  const fig = (e, pick) => (e.current ? pick(e.n.report) : -1);
   const order = {
     status: (a, b) => RANK[a.status] - RANK[b.status] || byName(a, b),
     name: byName,
@@ -238,6 +245,7 @@ function render() {
   let problems = 0;
   for (const e of state.nodes.values()) {
     if (!match(e)) continue;
+    e.current = current(e, now);
     list.push(e);
     if (PROBLEM.has(e.status)) problems++;
   }
