@@ -319,9 +319,9 @@ func TestDashboardThousand(t *testing.T) {
 	}
 	const n = 1000
 	// The bounds are the page's; a race-built master on a shared machine
-	// adds its own time (0.36s to the first frame on 2 cores at load 5,
-	// against 0.2s without -race), so under -race the figures are printed
-	// against a looser bound that still catches a page gone slow.
+	// adds its own time (0.36s to 1.25s to the first frame on 2 shared
+	// cores, against 0.2s without -race), so under -race the figures are
+	// printed against a looser bound that still catches a page gone slow.
 	bound := time.Second
 	if raceBuild {
 		bound = 5 * time.Second
@@ -542,9 +542,14 @@ func (r *fakeRoll) Services(context.Context) ([]rpcdef.Entry, error) {
 // TestDashboardTenThousand serves the real dashboard package on a made-up
 // roll of 10,000 nodes (no master: the page's own cost) and prints how long
 // chromium takes to draw it, to filter it, and to draw a node dead after its
-// event; each must be within a second.
+// event; each must be within a second (5 s under -race, where the
+// dashboard's Go side in this process is race-built too).
 func TestDashboardTenThousand(t *testing.T) {
 	const n = 10000
+	bound := time.Second
+	if raceBuild {
+		bound = 5 * time.Second
+	}
 	r := newFakeRoll(n)
 	log := logrus.New()
 	log.SetOutput(io.Discard)
@@ -569,8 +574,8 @@ func TestDashboardTenThousand(t *testing.T) {
 	})
 	tm := eval[map[string]float64](t, ctx, `({ready: window.muster.ready, first: window.muster.firstSnapshotAt, render: window.muster.firstRenderMs})`)
 	t.Logf("%d nodes: interactive %.0fms after navigation began (first snapshot at %.0fms, drawn in %.1fms)", n, tm["ready"], tm["first"], tm["render"])
-	if tm["ready"] > 1000 {
-		t.Errorf("the page took %.0fms to draw %d nodes, over the 1s bound", tm["ready"], n)
+	if time.Duration(tm["ready"])*time.Millisecond > bound {
+		t.Errorf("the page took %.0fms to draw %d nodes, over the %v bound", tm["ready"], n, bound)
 	}
 	if k := eval[int](t, ctx, `document.querySelectorAll('#nodes tbody tr').length`); k != 300 {
 		t.Errorf("%d rows drawn of %d nodes, want 300", k, n)
@@ -606,8 +611,8 @@ func TestDashboardTenThousand(t *testing.T) {
 	at := eval[float64](t, ctx, `(window.muster.changes.find(c => c.node === "node-09000" && c.status === "dead") || {at: 0}).at`)
 	after := time.UnixMilli(int64(at)).Sub(killed)
 	t.Logf("node-09000 dead: drawn %v after its event; %.1fms for the last render", after.Round(time.Millisecond), eval[float64](t, ctx, `window.muster.lastRenderMs`))
-	if at == 0 || after > time.Second {
-		t.Errorf("node-09000 drawn dead %v after its event (recorded at %.0f), over the 1s bound", after, at)
+	if at == 0 || after > bound {
+		t.Errorf("node-09000 drawn dead %v after its event (recorded at %.0f), over the %v bound", after, at, bound)
 	}
 	if first := eval[string](t, ctx, `document.querySelector('#nodes tbody tr').dataset.node`); first != "node-09000" {
 		t.Errorf("the first row is %q: the dead node-09000 must come first among %d", first, n)
