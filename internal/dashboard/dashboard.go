@@ -392,8 +392,11 @@ func (d *Dashboard) stream(w http.ResponseWriter, r *http.Request) {
 		fresh = d.fresh
 		d.mu.Unlock()
 		frame = d.loadingFrame()
+		// Not cancelled with this page: others may wait on the answer too
+		// (fetchServices bounds it to servicesWait).
+		ask := context.WithoutCancel(r.Context())
 		go func() {
-			if d.fetchServices(r.Context(), servicesEvery) {
+			if d.fetchServices(ask, servicesEvery) {
 				d.refresh()
 			}
 		}()
