@@ -19,8 +19,29 @@ import (
 // cluster; a message claiming more is refused before it is read.
 const DefaultMaxMessage = 16 << 20
 
+// MaxTypeDefinitions and MaxTypeDefinitionBytes bound the gob type
+// definitions one stream may carry, in number and in bytes (each message
+// that defines a type, length prefix not counted). encoding/gob keeps every
+// definition it receives for as long as the stream lasts, so without them a
+// peer could send any number of small messages, each defining a fresh type
+// and none carrying a value, and grow the reader's memory without end.
+//
+// muster's own streams send each type once, at its first use: every
+// request type of ClusterService, Registry and the view on one stream is
+// 21 definitions of 1,131 bytes, every reply type 24 of 1,539 bytes
+// (TestOwnTypeDefinitions measures them; a real connection speaks to one
+// service and sends fewer). The caps are five and forty times that.
+const (
+	MaxTypeDefinitions     = 128
+	MaxTypeDefinitionBytes = 64 << 10
+)
+
 // ErrMessageTooLarge is returned when a peer sends a message over the limit.
 var ErrMessageTooLarge = errors.New("message exceeds the size limit")
+
+// ErrTooManyTypes is returned when a peer defines more gob types, or more
+// bytes of them, than MaxTypeDefinitions and MaxTypeDefinitionBytes allow.
+var ErrTooManyTypes = errors.New("too many type definitions on one connection")
 
 // MessageTimer is told when a message has started to arrive and when its
 // last byte has, so that it can bound the time between the two (a peer that
@@ -47,10 +68,56 @@ type framedReader struct {
 	prefix  [9]byte // room for the longest prefix
 	timer   MessageTimer
 	timing  bool // timer has been told the current message started
+	// The type definitions seen so far: messages, and their bytes.
+	defs, defBytes uint64
+	// refused is why the stream was refused, for good: a reader that read
+	// on past it (net/rpc's client does, after a body that failed) would
+	// hand gob the refused message.
+	refused error
 }
 
 func newFramedReader(r io.Reader, limit int, timer MessageTimer) *framedReader {
 	return &framedReader{r: bufio.NewReader(r), limit: uint64(limit), timer: timer}
+}
+
+// definesType says whether a message of count bytes, its payload next in
+// the read-ahead, defines a type: gob starts each message with a signed
+// type id, negative for a definition. A signed int is sent as an unsigned
+// one with the sign in the low bit; an unsigned one is a byte below 0x80,
+// or a byte count, negated, and that many bytes big-endian. A payload too
+// short for its id says no: gob finds it malformed itself.
+func (f *framedReader) definesType(count uint64) (bool, error) {
+	b, err := f.r.Peek(1)
+	if err != nil {
+		return false, err
+	}
+	if b[0] < 0x80 {
+		return b[0]&1 == 1, nil
+	}
+	size := -int(int8(b[0]))
+	if size < 1 || size > 8 || uint64(1+size) > count {
+		return false, nil
+	}
+	b, err = f.r.Peek(1 + size)
+	if err != nil {
+		return false, err
+	}
+	return b[size]&1 == 1, nil
+}
+
+// countType counts a type definition of count bytes against the caps.
+func (f *framedReader) countType(count uint64) error {
+	f.defs++
+	f.defBytes += count
+	if f.defs > MaxTypeDefinitions {
+		return fmt.Errorf("%w: the peer sent more than %d gob type definitions; muster's own streams send at most 24, so the peer is not a muster daemon or client, or is broken",
+			ErrTooManyTypes, MaxTypeDefinitions)
+	}
+	if f.defBytes > MaxTypeDefinitionBytes {
+		return fmt.Errorf("%w: the peer sent %d bytes of gob type definitions, more than the %d allowed; muster's own streams send under 2 KiB, so the peer is not a muster daemon or client, or is broken",
+			ErrTooManyTypes, f.defBytes, MaxTypeDefinitionBytes)
+	}
+	return nil
 }
 
 // started tells the timer that a message has begun, unless the next want
@@ -99,8 +166,18 @@ func (f *framedReader) next() error {
 	f.pending, f.left = f.prefix[:n], count
 	if count == 0 {
 		f.ended()
-	} else {
-		f.started(int(count))
+		return nil
+	}
+	f.started(int(count))
+	def, err := f.definesType(count)
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	if def {
+		return f.countType(count)
 	}
 	return nil
 }
@@ -109,8 +186,14 @@ func (f *framedReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if f.refused != nil {
+		return 0, f.refused
+	}
 	if len(f.pending) == 0 && f.left == 0 {
 		if err := f.next(); err != nil {
+			if errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrTooManyTypes) {
+				f.refused = err
+			}
 			return 0, err
 		}
 	}
