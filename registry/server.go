@@ -10,6 +10,8 @@ import (
 	"net/rpc"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,6 +44,11 @@ type Server struct {
 	prom *prometheus.Registry // this registry's metrics, served at /metrics
 	met  *registryMetrics
 	http *metrics.Server // http_listen
+
+	// budget bounds the lines all sessions log together, on top of each
+	// session's own: many connections, or one reconnecting fast, cannot
+	// flood the log either.
+	budget logBudget
 }
 
 // New loads the saved table, binds the TLS listener and the socket, and
@@ -54,7 +61,8 @@ func New(cfg *conf.Registry, log logrus.FieldLogger) (*Server, error) {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
 	path := filepath.Join(cfg.StateDir, stateFile)
-	s := &Server{cfg: cfg, log: log, uid: uint32(os.Getuid()), prom: metrics.NewRegistry()}
+	s := &Server{cfg: cfg, log: log, uid: uint32(os.Getuid()), prom: metrics.NewRegistry(),
+		budget: logBudget{burst: registryLogBurst, every: registryLogEvery}}
 	s.met = newRegistryMetrics(s.prom)
 	s.table = NewTable(cfg.LeaseTTL.D(), nil, func(b []byte) error { return atomicfile.Write(path, b, 0o600) })
 	data, err := os.ReadFile(path)
@@ -80,6 +88,10 @@ func New(cfg *conf.Registry, log logrus.FieldLogger) (*Server, error) {
 		// A slave only looks names up: a lookup is bytes, not megabytes.
 		MaxMessageFor: tlsrpc.SlaveRequestLimit,
 	}
+	// On the socket no one has a certificate: the uid decides. A user who
+	// may only look names up (see Session.owner) gets a slave's limit.
+	uopts := opts
+	uopts.MaxMessageFor = s.localRequestLimit
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
@@ -95,7 +107,7 @@ func New(cfg *conf.Registry, log logrus.FieldLogger) (*Server, error) {
 			ln.Close()
 			return nil, err
 		}
-		s.unix, err = tlsrpc.New(uln, nil, opts, s.attach, log.WithField("listener", "unix"))
+		s.unix, err = tlsrpc.New(uln, nil, uopts, s.attach, log.WithField("listener", "unix"))
 		if err != nil {
 			ln.Close()
 			uln.Close()
@@ -193,16 +205,139 @@ func (s *Server) expire() {
 	}
 }
 
+// localAdmin says whether a local user acts as an admin: root and the
+// registry's own user do (rpcbind's local rule); anyone else may only look
+// names up.
+func (s *Server) localAdmin(uid uint32) bool { return uid == 0 || uid == s.uid }
+
+// localRequestLimit is the socket's MaxMessageFor. A local user who may
+// only look names up sends bytes, not megabytes: a slave's limit.
+func (s *Server) localRequestLimit(p tlsrpc.Peer) int {
+	if s.localAdmin(p.UID) {
+		return 0
+	}
+	return tlsrpc.DefaultSlaveMaxMessage
+}
+
 // attach gives each connection a Session that knows its caller.
 func (s *Server) attach(srv *rpc.Server, p tlsrpc.Peer) (func(), error) {
-	return nil, srv.RegisterName(rpcdef.RegistryReceiver, &Session{s: s, peer: p, log: s.log.WithField("peer", p.Addr)})
+	x := s.session(p)
+	return x.end, srv.RegisterName(rpcdef.RegistryReceiver, x)
+}
+
+// session is the Session of one connection.
+func (s *Server) session(p tlsrpc.Peer) *Session {
+	return &Session{s: s, peer: p, log: s.log.WithField("peer", p.Addr), budget: logBudget{burst: sessionLogBurst, every: sessionLogEvery}}
+}
+
+// end hands the lines the session's budget held back to the registry's,
+// whose next line tells of them.
+func (x *Session) end() { x.s.budget.hold(x.budget.drain()) }
+
+// The log budgets, token buckets of lines. A session may log a burst of
+// sessionLogBurst lines, then one per sessionLogEvery; all sessions
+// together registryLogBurst, then one per registryLogEvery. A line past
+// either is counted, not written, and the next line written says how many
+// were held back, as tlsrpc's refusals do. Each line is bounded too: it
+// names only keys that passed checkKey.
+const (
+	sessionLogBurst  = 5
+	sessionLogEvery  = 10 * time.Second
+	registryLogBurst = 20
+	registryLogEvery = 50 * time.Millisecond
+)
+
+// logBudget is a token bucket of log lines, with the count of those it
+// held back since it last let one through. The zero time means full.
+type logBudget struct {
+	burst float64
+	every time.Duration
+
+	mu     sync.Mutex
+	tokens float64
+	at     time.Time // when tokens was last brought up to date
+	held   int       // lines held back since the last one let through
+}
+
+// take spends a token if there is one: then a line may be written, and
+// held is how many were held back before it. If not, the line is counted
+// as held back.
+func (b *logBudget) take(now time.Time) (ok bool, held int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.at.IsZero() {
+		b.tokens = b.burst
+	} else {
+		b.tokens = min(b.burst, b.tokens+float64(now.Sub(b.at))/float64(b.every))
+	}
+	b.at = now
+	if b.tokens < 1 {
+		b.held++
+		return false, 0
+	}
+	b.tokens--
+	held, b.held = b.held, 0
+	return true, held
+}
+
+// hold counts n lines held back elsewhere, to be told with the next line.
+func (b *logBudget) hold(n int) {
+	b.mu.Lock()
+	b.held += n
+	b.mu.Unlock()
+}
+
+// drain returns the count of lines held back and clears it.
+func (b *logBudget) drain() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := b.held
+	b.held = 0
+	return n
+}
+
+// quoteMax is how many bytes of a string a caller sent an error quotes.
+const quoteMax = 40
+
+// quote is s quoted, cut to its first quoteMax bytes, with its length if
+// it was cut: an error about what a caller sent is never as large as what
+// was sent.
+func quote(s string) string {
+	if len(s) <= quoteMax {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%q… (%d bytes)", s[:quoteMax], len(s))
+}
+
+// maxAddrLen is the longest address validService takes.
+const maxAddrLen = 255
+
+// checkKey refuses a key no registration can have, before anything logs
+// it or looks it up. An empty instance passes where anyInstance is set (a
+// Lookup of a name's only instance). The error quotes a bounded part.
+func checkKey(key rpcdef.ServiceKey, anyInstance bool) error {
+	err := rpcdef.ValidServiceName(key.Name)
+	switch {
+	case err != nil, key.Instance == "" && anyInstance:
+	case key.Instance == "":
+		err = errors.New("no instance: name one, as NAME/INSTANCE")
+	default:
+		if e := rpcdef.ValidInstance(key.Instance); e != nil {
+			err = fmt.Errorf("instance %w", e)
+		}
+	}
+	if err != nil {
+		return rpcdef.Errorf(rpcdef.CodeInvalid, "service %s: %v", quote(key.String()), err)
+	}
+	return nil
 }
 
 // Session is the Registry RPC service as one connection sees it.
 type Session struct {
-	s    *Server
-	peer tlsrpc.Peer
-	log  logrus.FieldLogger
+	s      *Server
+	peer   tlsrpc.Peer
+	log    logrus.FieldLogger
+	budget logBudget // this connection's lines; see sessionLogBurst
 }
 
 // owner says who the caller is for the table. Over the socket, root and the
@@ -210,7 +345,7 @@ type Session struct {
 // anonymous. Over TLS the certificate decides.
 func (x *Session) owner() (Owner, bool) {
 	if x.peer.Local {
-		if x.peer.UID == 0 || x.peer.UID == x.s.uid {
+		if x.s.localAdmin(x.peer.UID) {
 			return Owner{ID: fmt.Sprintf("local:uid=%d", x.peer.UID), Admin: true}, true
 		}
 		return Owner{}, false
@@ -225,14 +360,60 @@ func (x *Session) who() string {
 	return x.peer.Identity.String()
 }
 
+// line is the logger for one line about key, and what to add to its
+// message, if this session's and the registry's budgets allow a line now;
+// nil if not. key must have passed checkKey.
+func (x *Session) line(key rpcdef.ServiceKey) (logrus.FieldLogger, string) {
+	now := time.Now()
+	ok, mine := x.budget.take(now)
+	if !ok {
+		return nil, ""
+	}
+	ok, all := x.s.budget.take(now)
+	if !ok {
+		x.budget.hold(mine + 1)
+		return nil, ""
+	}
+	f := x.log.WithFields(logrus.Fields{"service": key.String(), "identity": x.who()})
+	var note string
+	if mine > 0 {
+		f = f.WithField("not_logged", mine)
+		note = fmt.Sprintf(" (and %d earlier lines of this connection not logged: more than %d, then one per %v)", mine, sessionLogBurst, sessionLogEvery)
+	}
+	if all > 0 {
+		f = f.WithField("not_logged_registry", all)
+		note += fmt.Sprintf(" (and %d lines of other connections not logged: more than %v a second)", all, time.Second/registryLogEvery)
+	}
+	return f, note
+}
+
+func (x *Session) warnf(key rpcdef.ServiceKey, format string, args ...any) {
+	if f, note := x.line(key); f != nil {
+		f.Warn(fmt.Sprintf(format, args...) + note)
+	}
+}
+
+func (x *Session) infof(key rpcdef.ServiceKey, format string, args ...any) {
+	if f, note := x.line(key); f != nil {
+		f.Info(fmt.Sprintf(format, args...) + note)
+	}
+}
+
+// deny logs and returns a refusal. key must have passed checkKey.
 func (x *Session) deny(op string, key rpcdef.ServiceKey, why string) error {
-	x.log.WithFields(logrus.Fields{"service": key.String(), "identity": x.who()}).Warnf("refused %s: %s", op, why)
+	x.warnf(key, "refused %s: %s", op, why)
 	return rpcdef.Errorf(rpcdef.CodePermission, "%s may not %s %s: %s", x.who(), op, key, why)
 }
 
 // Register grants a lease on a service name.
 func (x *Session) Register(args *rpcdef.RegisterArgs, reply *rpcdef.RegisterReply) error {
 	key := args.Service.ServiceKey
+	if err := checkKey(key, false); err != nil {
+		return err
+	}
+	if n := len(args.Service.Addr); n > maxAddrLen {
+		return rpcdef.Errorf(rpcdef.CodeInvalid, "address %s of %s: want HOST:PORT, at most %d bytes", quote(args.Service.Addr), key, maxAddrLen)
+	}
 	o, ok := x.owner()
 	if !ok {
 		return x.deny("register", key, "over the local socket only root or the registry's own user may register")
@@ -248,18 +429,21 @@ func (x *Session) Register(args *rpcdef.RegisterArgs, reply *rpcdef.RegisterRepl
 	id, err := x.s.table.Register(args.Service, o)
 	if err != nil {
 		if errors.Is(err, rpcdef.ErrConflict) {
-			x.log.WithFields(logrus.Fields{"service": key.String(), "identity": x.who()}).Warnf("refused register: %v", err)
+			x.warnf(key, "refused register: %v", err)
 		}
 		return err
 	}
 	x.s.met.registrations.Inc()
-	x.log.WithFields(logrus.Fields{"service": key.String(), "identity": x.who()}).Infof("registered %s at %s", key, args.Service.Addr)
+	x.infof(key, "registered %s at %s", key, args.Service.Addr)
 	*reply = rpcdef.RegisterReply{Lease: id, TTL: x.s.table.TTL()}
 	return nil
 }
 
 // Renew extends a lease.
 func (x *Session) Renew(args *rpcdef.RenewArgs, reply *rpcdef.RenewReply) error {
+	if err := checkKey(args.Key, false); err != nil {
+		return err
+	}
 	o, ok := x.owner()
 	if !ok {
 		return x.deny("renew", args.Key, "over the local socket only root or the registry's own user may hold leases")
@@ -274,25 +458,30 @@ func (x *Session) Renew(args *rpcdef.RenewArgs, reply *rpcdef.RenewReply) error 
 
 // Unregister removes a registration.
 func (x *Session) Unregister(args *rpcdef.UnregisterArgs, _ *rpcdef.Empty) error {
+	if err := checkKey(args.Key, false); err != nil {
+		return err
+	}
 	o, ok := x.owner()
 	if !ok {
 		return x.deny("unregister", args.Key, "over the local socket only root or the registry's own user may unregister")
 	}
 	if err := x.s.table.Release(args.Key, args.Lease, o); err != nil {
 		if errors.Is(err, rpcdef.ErrPermission) {
-			x.log.WithFields(logrus.Fields{"service": args.Key.String(), "identity": x.who()}).Warnf("refused unregister: %v", err)
+			x.warnf(args.Key, "refused unregister: %v", err)
 		}
 		return err
 	}
-	x.log.WithFields(logrus.Fields{"service": args.Key.String(), "identity": x.who()}).Infof("unregistered %s", args.Key)
+	x.infof(args.Key, "unregistered %s", args.Key)
 	return nil
 }
 
 // Lookup finds a service. Anyone may look up.
 func (x *Session) Lookup(args *rpcdef.LookupArgs, reply *rpcdef.LookupReply) error {
-	e, err := x.s.table.Lookup(args.Key)
+	err := checkKey(args.Key, true)
+	if err == nil {
+		reply.Entry, err = x.s.table.Lookup(args.Key)
+	}
 	x.s.met.lookup(err)
-	reply.Entry = e
 	return err
 }
 
