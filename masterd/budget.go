@@ -2,6 +2,7 @@ package masterd
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/muster-lab/muster/rpcdef"
@@ -20,28 +21,90 @@ const (
 	eventEvery = time.Second
 )
 
-// eventBudget is a token bucket of eventBurst tokens, one back each
-// eventEvery. The zero value is full.
-type eventBudget struct {
+// tokens is a token bucket of burst tokens, one back each every. The zero
+// value is full. It is not safe for concurrent use.
+type tokens struct {
 	spent int       // tokens taken and not yet back
 	at    time.Time // when spent was last brought up to date
 }
 
-// take spends a token if there is one.
-func (b *eventBudget) take(now time.Time) bool {
-	if b.spent > 0 {
-		back := int(now.Sub(b.at) / eventEvery)
-		b.spent = max(b.spent-back, 0)
-		b.at = b.at.Add(time.Duration(back) * eventEvery)
-	}
+// take spends a token if there is one; if not, it says how long until one
+// is back.
+func (b *tokens) take(now time.Time, burst int, every time.Duration) (bool, time.Duration) {
+	b.refill(now, every)
 	if b.spent == 0 {
 		b.at = now
 	}
-	if b.spent >= eventBurst {
-		return false
+	if b.spent >= burst {
+		return false, b.at.Add(every).Sub(now)
 	}
 	b.spent++
-	return true
+	return true, 0
+}
+
+// refill gives back the tokens due by now.
+func (b *tokens) refill(now time.Time, every time.Duration) {
+	if b.spent > 0 {
+		back := int(now.Sub(b.at) / every)
+		b.spent = max(b.spent-back, 0)
+		b.at = b.at.Add(time.Duration(back) * every)
+	}
+}
+
+// eventBudget is a node's: eventBurst tokens, one back each eventEvery.
+type eventBudget struct{ tokens }
+
+func (b *eventBudget) take(now time.Time) bool {
+	ok, _ := b.tokens.take(now, eventBurst, eventEvery)
+	return ok
+}
+
+// What one slave certificate may ask of the roll: Members of everyone, a
+// Join with the roll, or a Watch answered with it (a reset) cost the
+// master O(N) each, for a request of a few bytes. slaved needs one at a
+// join and one after falling behind; rollBurst at once and one each
+// rollEvery after is far more than that, and bounds what a stolen
+// certificate can make the master do. Admins and masters are not held to
+// it.
+const (
+	rollBurst = 4
+	rollEvery = 5 * time.Second
+	// maxRollBudgets bounds the buckets kept: past it, the full ones are
+	// dropped (a full bucket is the same as none).
+	maxRollBudgets = 1 << 16
+)
+
+// rollBudgets are the slaves' roll buckets, by node name.
+type rollBudgets struct {
+	mu sync.Mutex
+	m  map[string]*tokens
+}
+
+// take spends one of node's; past its budget it returns an error that
+// says when to try again.
+func (r *rollBudgets) take(node string, now time.Time) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = make(map[string]*tokens)
+	}
+	b, ok := r.m[node]
+	if !ok {
+		if len(r.m) >= maxRollBudgets {
+			for k, v := range r.m {
+				if v.refill(now, rollEvery); v.spent == 0 {
+					delete(r.m, k)
+				}
+			}
+		}
+		b = new(tokens)
+		r.m[node] = b
+	}
+	if ok, wait := b.take(now, rollBurst, rollEvery); !ok {
+		return rpcdef.Errorf(rpcdef.CodeUnavailable, "%s asked for the whole roll more than %d times at once and once every %v: try again in %v",
+			node, rollBurst, rollEvery, wait.Round(time.Millisecond))
+	}
+	return nil
 }
 
 // emit records an event of n, within n's budget: past it, the event is
@@ -66,8 +129,8 @@ func (ms *Membership) emit(n *node, kind rpcdef.EventKind, reason string, now ti
 func (ms *Membership) flush(now time.Time) {
 	keep := ms.flapping[:0]
 	for _, n := range ms.flapping {
-		if ms.nodes[n.m.Name] != n {
-			continue // forgotten meanwhile: that event was told
+		if ms.nodes[n.m.Name] != n || n.collapsed == 0 {
+			continue // forgotten or evicted meanwhile: that event was told
 		}
 		if !n.budget.take(now) {
 			keep = append(keep, n)

@@ -1,6 +1,7 @@
 package masterd
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -138,5 +139,68 @@ func TestEvidenceIsTheSession(t *testing.T) {
 	}
 	if n := len(ms.nodes["n"].sessions); n > maxSessions {
 		t.Fatalf("%d sessions kept, want at most %d", n, maxSessions)
+	}
+}
+
+// TestSessionsNotPushedOut: four diagnostics with a slave's certificate,
+// heartbeating and closing, cannot push its own connection out of the
+// evidence and have it suspected (the reviewer's attack on an evicting
+// list).
+func TestSessionsNotPushedOut(t *testing.T) {
+	ms := testMembership()
+	ms.Join(Caller{Node: "n", ConnID: 1}, 1, true)
+	for round := range 3 {
+		for i := range maxSessions {
+			ms.Heartbeat(Caller{Node: "n", ConnID: uint64(100*(round+1) + i)}, 1)
+		}
+		for i := range maxSessions {
+			ms.ConnClosed("n", uint64(100*(round+1)+i))
+		}
+		if r, _ := ms.Members("n"); r.Members[0].Status != rpcdef.StatusAlive {
+			t.Fatalf("round %d: n is %s after diagnostics closed, with its own session open", round, r.Members[0].Status)
+		}
+	}
+	ms.ConnClosed("n", 1)
+	if r, _ := ms.Members("n"); r.Members[0].Status != rpcdef.StatusSuspect {
+		t.Fatalf("its own session closed: n is %s, want suspect", r.Members[0].Status)
+	}
+}
+
+func TestRollBudget(t *testing.T) {
+	var r rollBudgets
+	now := time.Unix(1_000_000, 0)
+	for i := range rollBurst {
+		if err := r.take("mole", now); err != nil {
+			t.Fatalf("roll %d of the burst: %v", i+1, err)
+		}
+	}
+	err := r.take("mole", now)
+	if err == nil || !strings.Contains(err.Error(), "try again in 5s") {
+		t.Fatalf("past the burst: %v, want unavailable, try again in 5s", err)
+	}
+	if err := r.take("node-1", now); err != nil {
+		t.Fatalf("another node's budget: %v", err)
+	}
+	if err := r.take("mole", now.Add(rollEvery)); err != nil {
+		t.Fatalf("a roll every %v: %v", rollEvery, err)
+	}
+	if err := r.take("mole", now.Add(rollEvery)); err == nil {
+		t.Fatal("two rolls in one period past the burst")
+	}
+}
+
+// TestEvictWhileFolded: an admin's evict of a node whose events are being
+// folded tells its state at once, and the flush tells nothing more.
+func TestEvictWhileFolded(t *testing.T) {
+	ms, c := testMembershipClock()
+	for i := range 3 * eventBurst {
+		ms.Join(Caller{Node: "mole", ConnID: 1}, uint64(i+1), true)
+	}
+	ms.Evict("mole", "test")
+	v := ms.Version()
+	c.t = c.t.Add(time.Minute)
+	ms.Tick(c.t)
+	if ev := events(ms, v); len(ev) != 0 {
+		t.Fatalf("the flush after an evict told %+v", ev)
 	}
 }

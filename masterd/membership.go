@@ -44,7 +44,7 @@ type node struct {
 	// only once the last of them has closed. A Watch or a Report on
 	// another connection never counts, so no diagnostic with the slave's
 	// certificate can get it declared dead. At most maxSessions: past it
-	// the oldest is forgotten.
+	// a new connection is not evidence until one of them closes.
 	sessions []uint64
 	closedAt time.Time // when its last session closed; zero while one is open
 	cpu      cpuRing   // its recent CPU figures, for the dashboard
@@ -66,7 +66,10 @@ func (n *node) session(connID uint64) {
 		return
 	}
 	if len(n.sessions) == maxSessions {
-		n.sessions = append(n.sessions[:0], n.sessions[1:]...)
+		// Full: the sessions it has stay the evidence. Evicting the
+		// oldest would let four diagnostics push out slaved's own
+		// connection, and their closes would then count against it.
+		return
 	}
 	n.sessions = append(n.sessions, connID)
 }
@@ -687,7 +690,7 @@ func (ms *Membership) Since(after uint64, reply *rpcdef.WatchReply) (bool, <-cha
 		reply.Version = f.version
 		return false, f.changed
 	}
-	if after > f.version || len(f.events) == 0 || after+1 < f.events[0].Version {
+	if f.resets(after) {
 		ms.mu.Lock()
 		reply.Reset = true
 		reply.Version = ms.version
@@ -707,6 +710,17 @@ func (ms *Membership) Since(after uint64, reply *rpcdef.WatchReply) (bool, <-cha
 	reply.Events = slices.Clone(f.events[i:j])
 	return true, nil
 }
+
+// resets says whether a watcher that has seen up to version after gets the
+// whole roll instead of events: it is ahead of the feed, or behind what the
+// feed still holds.
+func (f *feed) resets(after uint64) bool {
+	return after != f.version && (after > f.version || len(f.events) == 0 || after+1 < f.events[0].Version)
+}
+
+// Resets says whether a Watch after version after would be answered with
+// the whole roll.
+func (ms *Membership) Resets(after uint64) bool { return ms.feed.Load().resets(after) }
 
 // Pending says whether there is news for a watcher that has seen up to
 // version after (events, or a roll), and if not, returns the channel closed

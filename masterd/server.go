@@ -51,6 +51,7 @@ type Server struct {
 	roster    string
 	pprof     *http.Server
 	fanout    *pacer // paces Watch replies when an event wakes every watcher
+	rolls     rollBudgets
 	ready     sync.Once
 
 	prom    *prometheus.Registry // this master's metrics, served at /metrics

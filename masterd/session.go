@@ -2,7 +2,9 @@ package masterd
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +28,51 @@ type Session struct {
 	// watching is set while a Watch of this connection waits: one at a
 	// time, so a connection cannot park any number of them.
 	watching atomic.Bool
+	expiry   atomic.Bool // its certificate's near expiry has been warned of
+
+	logMu    sync.Mutex
+	logs     tokens // the refusals it may still log (see warnf)
+	unlogged int    // refusals not logged since the last one that was
+}
+
+// A connection's refusals are logged at most refusalBurst at once and one
+// every refusalEvery after that; the rest are counted in the next line.
+// A slave certificate calling what it may not, in a loop, is one line in
+// ten seconds, not one per call.
+const (
+	refusalBurst = 5
+	refusalEvery = 10 * time.Second
+)
+
+// warnf logs a refusal within the connection's budget.
+func (x *Session) warnf(format string, args ...any) {
+	x.logMu.Lock()
+	ok, _ := x.logs.take(time.Now(), refusalBurst, refusalEvery)
+	quiet := x.unlogged
+	if ok {
+		x.unlogged = 0
+	} else {
+		x.unlogged++
+	}
+	x.logMu.Unlock()
+	if !ok {
+		return
+	}
+	msg := fmt.Sprintf(format, args...)
+	if quiet > 0 {
+		msg += fmt.Sprintf(" (and %d more refusals on this connection not logged)", quiet)
+	}
+	x.log.Warn(msg)
+}
+
+// clip is a name a caller sent, short enough to log or echo: a node name
+// is at most pki.MaxNameLen, and anything longer is the caller's mistake
+// or attack, not worth more than its first bytes.
+func clip(s string) string {
+	if len(s) <= pki.MaxNameLen {
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprintf("%.24q... (%d bytes)", s, len(s))
 }
 
 // slave checks the identity rule, Kubernetes' NodeRestriction: a slave may
@@ -33,19 +80,19 @@ type Session struct {
 func (x *Session) slave(method, node string) (Caller, error) {
 	id := x.peer.Identity
 	if id.Role != pki.RoleSlave {
-		x.log.Warnf("refused %s for %s: caller is a %s, not a slave", method, node, id.Role)
+		x.warnf("refused %s for %s: caller is a %s, not a slave", method, clip(node), id.Role)
 		return Caller{}, rpcdef.Errorf(rpcdef.CodePermission, "%s: only slave certificates may call %s", id, method)
 	}
 	if node != id.Name {
-		x.log.WithField("claimed", node).Warnf("impersonation attempt: %s sent %s as %s", id, method, node)
-		return Caller{}, rpcdef.Errorf(rpcdef.CodePermission, "%s may only %s as %s, not as %s", id, method, id.Name, node)
+		x.warnf("impersonation attempt: %s sent %s as %s", id, method, clip(node))
+		return Caller{}, rpcdef.Errorf(rpcdef.CodePermission, "%s may only %s as %s, not as %s", id, method, id.Name, clip(node))
 	}
 	return Caller{Node: node, Addr: x.peer.Addr, ConnID: x.peer.ConnID, CertNotAfter: x.peer.CertNotAfter}, nil
 }
 
 func (x *Session) admin(method string) error {
 	if x.peer.Identity.Role != pki.RoleAdmin {
-		x.log.Warnf("refused %s: it needs an admin certificate", method)
+		x.warnf("refused %s: it needs an admin certificate", method)
 		return rpcdef.Errorf(rpcdef.CodePermission, "%s: %s needs an admin certificate", x.peer.Identity, method)
 	}
 	return nil
@@ -60,11 +107,16 @@ func (x *Session) Join(args *rpcdef.JoinArgs, reply *rpcdef.JoinReply) error {
 	if args.Protocol != rpcdef.ProtocolVersion {
 		return rpcdef.Errorf(rpcdef.CodeIncompatible, "slave speaks protocol %d, this master speaks %d", args.Protocol, rpcdef.ProtocolVersion)
 	}
+	if !args.NoRoll {
+		if err := x.s.rolls.take(c.Node, time.Now()); err != nil {
+			return err
+		}
+	}
 	r, err := x.s.ms.Join(c, args.Incarnation, args.NoRoll)
 	if err != nil {
 		return err
 	}
-	if left := time.Until(c.CertNotAfter); left < certWarning {
+	if left := time.Until(c.CertNotAfter); left < certWarning && x.expiry.CompareAndSwap(false, true) {
 		x.log.Warnf("%s's certificate expires in %v: reissue it and send that slave SIGHUP", c.Node, left.Round(time.Minute))
 	}
 	r.Master = x.s.cfg.Store.Identity().String()
@@ -113,6 +165,11 @@ func (x *Session) Leave(args *rpcdef.LeaveArgs, _ *rpcdef.Empty) error {
 
 // Members returns the roll. Any certificate of the cluster may read it.
 func (x *Session) Members(args *rpcdef.MembersArgs, reply *rpcdef.MembersReply) error {
+	if args.Node == "" && x.peer.Identity.Role == pki.RoleSlave {
+		if err := x.s.rolls.take(x.peer.Identity.Name, time.Now()); err != nil {
+			return err
+		}
+	}
 	r, err := x.s.ms.Members(args.Node)
 	*reply = r
 	return err
@@ -160,6 +217,11 @@ func (x *Session) Watch(args *rpcdef.WatchArgs, reply *rpcdef.WatchReply) error 
 	// meanwhile goes in the same reply.
 	if !x.s.fanout.wait(time.Now(), x.peer.Done, block) {
 		return errors.New("connection closed")
+	}
+	if x.peer.Identity.Role == pki.RoleSlave && x.s.ms.Resets(args.After) {
+		if err := x.s.rolls.take(x.peer.Identity.Name, time.Now()); err != nil {
+			return err
+		}
 	}
 	x.s.ms.Since(args.After, reply)
 	return nil

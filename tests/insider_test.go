@@ -127,23 +127,29 @@ func TestInsider(t *testing.T) {
 	x := newInsider(t)
 
 	t.Run("1 huge leave reasons", func(t *testing.T) {
-		cc := x.mole(t, 1)
-		err := cc.Leave(ctx(t), rpcdef.LeaveArgs{Node: "mole", Incarnation: 1, Reason: strings.Repeat("x", 16<<20-4096)})
-		if err == nil {
+		x.mole(t, 1)
+		// Each oversized request costs the mole its connection: a new
+		// client for each, as an attacker would.
+		leave := func(reason string) error {
+			cc := rpcdef.NewClusterClient("master", rpcdef.DialTLS(x.masterAddr, x.moleSt.ClientConfig(pki.ExpectRole(pki.RoleMaster))))
+			defer cc.Close()
+			return cc.Leave(ctx(t), rpcdef.LeaveArgs{Node: "mole", Incarnation: 1, Reason: reason})
+		}
+		if err := leave(strings.Repeat("x", 16<<20-4096)); err == nil {
 			t.Fatal("a leave with a 16 MiB reason was taken")
 		}
 		for range 25 {
-			if err := cc.Leave(ctx(t), rpcdef.LeaveArgs{Node: "mole", Incarnation: 1, Reason: strings.Repeat("x", 4<<20)}); err == nil {
+			if err := leave(strings.Repeat("x", 4<<20)); err == nil {
 				t.Fatal("a leave with a 4 MiB reason was taken")
 			}
 		}
-		err = cc.Leave(ctx(t), rpcdef.LeaveArgs{Node: "mole", Incarnation: 1, Reason: strings.Repeat("x", rpcdef.MaxReasonLen+1)})
+		err := leave(strings.Repeat("x", rpcdef.MaxReasonLen+1))
 		if !errors.Is(err, rpcdef.ErrInvalid) || !strings.Contains(err.Error(), "Reason") {
 			t.Fatalf("a reason one byte over the limit: %v, want an invalid argument naming Reason", err)
 		}
-		// The oversized ones closed the mole's own session: it may be
+		// The oversized ones closed connections of the mole: it may be
 		// dead by now, which is its own business. Back, and gone politely.
-		cc = x.mole(t, 1)
+		cc := x.mole(t, 1)
 		if err := cc.Leave(ctx(t), rpcdef.LeaveArgs{Node: "mole", Incarnation: 1, Reason: "done"}); err != nil {
 			t.Fatalf("a short reason: %v", err)
 		}
@@ -276,6 +282,66 @@ func TestInsider(t *testing.T) {
 		x.unharmed(t)
 	})
 
+	t.Run("5 four diagnostics at once", func(t *testing.T) {
+		st := x.l.store(x.l.files(pki.RoleSlave, "node-1"))
+		r, err := x.admin.Members(ctx(t), "node-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		inc := r.Members[0].Incarnation
+		for range 3 {
+			var ccs []*rpcdef.ClusterClient
+			for range 4 {
+				cc := rpcdef.NewClusterClient("master", rpcdef.DialTLS(x.masterAddr, st.ClientConfig(pki.ExpectRole(pki.RoleMaster))))
+				if _, err := cc.Heartbeat(ctx(t), rpcdef.HeartbeatArgs{Node: "node-1", Incarnation: inc}); err != nil {
+					t.Fatalf("a diagnostic heartbeat: %v", err)
+				}
+				ccs = append(ccs, cc)
+			}
+			for _, cc := range ccs {
+				cc.Close()
+			}
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for time.Now().Before(deadline) {
+			x.unharmedQuick(t)
+			time.Sleep(100 * time.Millisecond) // poll interval
+		}
+		x.unharmed(t)
+	})
+
+	t.Run("8 the roll in a loop, and refusals with huge names", func(t *testing.T) {
+		cc := x.mole(t, 50000)
+		refused := 0
+		for range 100 {
+			if _, err := cc.Members(ctx(t), ""); errors.Is(err, rpcdef.ErrUnavailable) {
+				refused++
+			}
+		}
+		if refused < 90 {
+			t.Fatalf("%d of 100 rolls in a row refused to one slave certificate, want all but its burst", refused)
+		}
+		logBefore := len(x.master.log.String())
+		conn := x.dial(t, x.masterAddr)
+		cl := rpc.NewClientWithCodec(rpcdef.NewClientCodec(conn, 0))
+		defer cl.Close()
+		big := strings.Repeat("n", 60<<10)
+		var calls []*rpc.Call
+		for range 1000 {
+			calls = append(calls, cl.Go(rpcdef.ClusterHeartbeat, &rpcdef.HeartbeatArgs{Node: big, Incarnation: 1}, &rpcdef.HeartbeatReply{}, nil))
+		}
+		for _, c := range calls {
+			<-c.Done
+			if c.Error == nil {
+				t.Fatal("a heartbeat as another node was taken")
+			}
+		}
+		if grew := len(x.master.log.String()) - logBefore; grew > 16<<10 {
+			t.Fatalf("1,000 refused impersonations with 60 KiB names grew masterd's log by %d bytes", grew)
+		}
+		x.unharmed(t)
+	})
+
 	t.Run("6 a join flood", func(t *testing.T) {
 		conn := x.dial(t, x.masterAddr)
 		cl := rpc.NewClientWithCodec(rpcdef.NewClientCodec(conn, 0))
@@ -288,7 +354,7 @@ func TestInsider(t *testing.T) {
 		calls := make([]*rpc.Call, 0, joins)
 		start := time.Now()
 		for i := range joins {
-			calls = append(calls, cl.Go(rpcdef.ClusterJoin, &rpcdef.JoinArgs{Node: "mole", Incarnation: uint64(100 + i), Protocol: rpcdef.ProtocolVersion, NoRoll: true}, &rpcdef.JoinReply{}, nil))
+			calls = append(calls, cl.Go(rpcdef.ClusterJoin, &rpcdef.JoinArgs{Node: "mole", Incarnation: uint64(1_000_000 + i), Protocol: rpcdef.ProtocolVersion, NoRoll: true}, &rpcdef.JoinReply{}, nil))
 		}
 		accepted := 0
 		for _, c := range calls {
@@ -303,6 +369,9 @@ func TestInsider(t *testing.T) {
 		}
 		took := time.Since(start)
 		t.Logf("%d of %d joins accepted in %v", accepted, joins, took)
+		if accepted != joins {
+			t.Fatalf("%d of %d joins with fresh incarnations accepted: the flood did not reach the roll", accepted, joins)
+		}
 		// The rest of the cluster hears of the mole at most its budget's
 		// worth: a burst of 8, one a second after, and the one that
 		// folds the rest.
