@@ -84,8 +84,16 @@ type readMeter struct {
 	// msgStart is where the current message began: the codec's limit
 	// counts from each header.
 	msgStart int64
+	// capAt is where the input's type definitions go over the codec's
+	// caps (just past the message that does), or -1: no read may succeed
+	// having taken that message.
+	capAt int64
 	// What an input did that is a known bug (see skipKnown).
 	overdrawn, overlong string
+}
+
+func newReadMeter(t *testing.T, p *peer, data []byte) *readMeter {
+	return &readMeter{t: t, peer: p, capAt: definitionCapAt(data, fuzzMaxMessage)}
 }
 
 // meter runs one read of the codec; header says it starts a message.
@@ -102,6 +110,11 @@ func (m *readMeter) meter(what string, header bool, read func() error) error {
 	grew := after.TotalAlloc - before.TotalAlloc
 	if msg := m.peer.taken() - m.msgStart; err == nil && msg > fuzzMaxMessage+readAhead && m.overlong == "" {
 		m.overlong = fmt.Sprintf("%s succeeded with %d bytes of its message read", what, msg)
+	}
+	// The read-ahead may hold bytes past what gob was handed.
+	if err == nil && m.capAt >= 0 && m.peer.taken() > m.capAt+readAhead {
+		m.t.Errorf("%s succeeded having read to byte %d; the type definitions went over the caps (%d, %d bytes) at byte %d",
+			what, m.peer.taken(), rpcdef.MaxTypeDefinitions, rpcdef.MaxTypeDefinitionBytes, m.capAt)
 	}
 	if grew <= readAllowance(n) {
 		return err
@@ -255,7 +268,7 @@ func FuzzServerCodec(f *testing.F) {
 		// Reads of 1 to 64 bytes, chosen by the input: most messages
 		// arrive in pieces, so the timer hears of them.
 		p.chunk = 1 + len(data)%64
-		m := &readMeter{t: t, peer: p}
+		m := newReadMeter(t, p, data)
 		timer := &fuzzTimer{t: t, peer: p}
 		done := make(chan struct{})
 		go func() {
@@ -297,7 +310,7 @@ func FuzzClientCodec(f *testing.F) {
 		// The replies are read only once every call is outstanding, so
 		// that call i has sequence number i whatever the scheduling.
 		p := newPeer(data, make(chan struct{}))
-		m := &readMeter{t: t, peer: p}
+		m := newReadMeter(t, p, data)
 		codec := newMeteredClientCodec(rpcdef.NewClientCodec(p, fuzzMaxMessage), m)
 		c := rpc.NewClientWithCodec(codec)
 		calls := make([]*rpc.Call, len(fuzzCalls))
