@@ -382,7 +382,7 @@ func (x *Session) line(key rpcdef.ServiceKey) (logrus.FieldLogger, string) {
 	}
 	if all > 0 {
 		f = f.WithField("not_logged_registry", all)
-		note += fmt.Sprintf(" (and %d lines of other connections not logged: more than %v a second)", all, time.Second/registryLogEvery)
+		note += fmt.Sprintf(" (and %d lines of other connections not logged: past their budgets, or the registry's of %d a second)", all, time.Second/registryLogEvery)
 	}
 	return f, note
 }
