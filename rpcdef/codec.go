@@ -43,6 +43,13 @@ var ErrMessageTooLarge = errors.New("message exceeds the size limit")
 // bytes of them, than MaxTypeDefinitions and MaxTypeDefinitionBytes allow.
 var ErrTooManyTypes = errors.New("too many type definitions on one connection")
 
+// ErrInterfaceType is returned when a peer sends a gob interface value, or
+// defines a type that holds one. muster's contract has none, and gob reads
+// type definitions nested in an interface value from inside a message,
+// where the framed reader cannot count them: each would be kept for the
+// life of the connection like any other.
+var ErrInterfaceType = errors.New("gob interface types are not part of muster's contract")
+
 // MessageTimer is told when a message has started to arrive and when its
 // last byte has, so that it can bound the time between the two (a peer that
 // sends a large length prefix and then one byte at a time would otherwise
@@ -58,8 +65,12 @@ type MessageTimer interface {
 // framedReader passes a gob stream through and reads each message's length
 // prefix itself, so that a message claiming more than limit bytes is refused
 // before gob sees the claim: gob allocates from the claim, up to 10 MiB,
-// before it finds the bytes missing. It implements io.ByteReader so that gob
-// reads it directly instead of adding a buffer of its own.
+// before it finds the bytes missing. It also counts the messages that
+// define a type against MaxTypeDefinitions and MaxTypeDefinitionBytes, and
+// refuses any that holds an interface (see ErrInterfaceType), since gob
+// keeps every definition for the life of the stream. It implements
+// io.ByteReader so that gob reads it directly instead of adding a buffer of
+// its own.
 type framedReader struct {
 	r       *bufio.Reader
 	limit   uint64
@@ -80,29 +91,201 @@ func newFramedReader(r io.Reader, limit int, timer MessageTimer) *framedReader {
 	return &framedReader{r: bufio.NewReader(r), limit: uint64(limit), timer: timer}
 }
 
-// definesType says whether a message of count bytes, its payload next in
-// the read-ahead, defines a type: gob starts each message with a signed
-// type id, negative for a definition. A signed int is sent as an unsigned
-// one with the sign in the low bit; an unsigned one is a byte below 0x80,
-// or a byte count, negated, and that many bytes big-endian. A payload too
-// short for its id says no: gob finds it malformed itself.
-func (f *framedReader) definesType(count uint64) (bool, error) {
+// typeID reads, from the read-ahead, the type id a message of count bytes
+// starts with: gob starts each message with a signed type id, negative for
+// a definition. A signed int is sent as an unsigned one with the sign in
+// the low bit; an unsigned one is a byte below 0x80, or a byte count,
+// negated, and that many bytes big-endian. It returns whether the message
+// defines a type, and the id of a value's type (-1 if too large to be one
+// gob knows). A payload too short for its id is neither: gob finds it
+// malformed itself.
+func (f *framedReader) typeID(count uint64) (def bool, id int64, err error) {
 	b, err := f.r.Peek(1)
 	if err != nil {
-		return false, err
+		return false, -1, err
 	}
 	if b[0] < 0x80 {
-		return b[0]&1 == 1, nil
+		return b[0]&1 == 1, int64(b[0] >> 1), nil
 	}
 	size := -int(int8(b[0]))
 	if size < 1 || size > 8 || uint64(1+size) > count {
-		return false, nil
+		return false, -1, nil
 	}
 	b, err = f.r.Peek(1 + size)
 	if err != nil {
-		return false, err
+		return false, -1, err
 	}
-	return b[size]&1 == 1, nil
+	if b[size]&1 == 1 {
+		return true, -1, nil
+	}
+	if size > 1 {
+		return false, -1, nil // ids of two bytes and more are user types
+	}
+	return false, int64(b[1] >> 1), nil
+}
+
+// typeRefs reads a gob type definition (a message's payload: the negated
+// id, then gob's wireType) and returns the ids of the types it refers to,
+// or false if it is not one. wireType is a struct with one of ArrayT,
+// SliceT, StructT, MapT, GobEncoderT, BinaryMarshalerT or TextMarshalerT
+// set; each is a struct that starts with CommonType{Name, Id}, then the
+// types it is made of: an array's Elem and Len, a slice's Elem, a struct's
+// Field list of {Name, Id}, a map's Key and Elem.
+func typeRefs(p []byte) ([]int64, bool) {
+	s := &gobScan{b: p}
+	s.int() // the negated id
+	var refs []int64
+	s.fields(func(kind int) {
+		switch kind {
+		case 0: // ArrayT
+			s.fields(func(f int) {
+				switch f {
+				case 0:
+					s.commonType()
+				case 1:
+					refs = append(refs, s.int())
+				case 2:
+					s.int() // Len
+				default:
+					s.bad = true
+				}
+			})
+		case 1: // SliceT
+			s.fields(func(f int) {
+				switch f {
+				case 0:
+					s.commonType()
+				case 1:
+					refs = append(refs, s.int())
+				default:
+					s.bad = true
+				}
+			})
+		case 2: // StructT
+			s.fields(func(f int) {
+				switch f {
+				case 0:
+					s.commonType()
+				case 1:
+					n := s.uint()
+					for i := uint64(0); i < n && !s.bad; i++ {
+						s.fields(func(f int) {
+							switch f {
+							case 0:
+								s.skipString() // Name
+							case 1:
+								refs = append(refs, s.int())
+							default:
+								s.bad = true
+							}
+						})
+					}
+				default:
+					s.bad = true
+				}
+			})
+		case 3: // MapT
+			s.fields(func(f int) {
+				switch f {
+				case 0:
+					s.commonType()
+				case 1, 2:
+					refs = append(refs, s.int())
+				default:
+					s.bad = true
+				}
+			})
+		case 4, 5, 6: // a GobEncoder or a marshaler: its CommonType only
+			s.fields(func(f int) {
+				if f == 0 {
+					s.commonType()
+				} else {
+					s.bad = true
+				}
+			})
+		default:
+			s.bad = true
+		}
+	})
+	return refs, !s.bad && len(s.b) == 0
+}
+
+// gobScan reads gob's encoding of values whose type it knows.
+type gobScan struct {
+	b   []byte
+	bad bool // the input ended early or was not what was expected
+}
+
+func (s *gobScan) uint() uint64 {
+	if s.bad || len(s.b) == 0 {
+		s.bad = true
+		return 0
+	}
+	c := s.b[0]
+	if c < 0x80 {
+		s.b = s.b[1:]
+		return uint64(c)
+	}
+	size := -int(int8(c))
+	if size < 1 || size > 8 || len(s.b) < 1+size {
+		s.bad = true
+		return 0
+	}
+	var v uint64
+	for _, c := range s.b[1 : 1+size] {
+		v = v<<8 | uint64(c)
+	}
+	s.b = s.b[1+size:]
+	return v
+}
+
+func (s *gobScan) int() int64 {
+	u := s.uint()
+	if u&1 == 1 {
+		return ^int64(u >> 1)
+	}
+	return int64(u >> 1)
+}
+
+func (s *gobScan) skipString() {
+	n := s.uint()
+	if s.bad || n > uint64(len(s.b)) {
+		s.bad = true
+		return
+	}
+	s.b = s.b[n:]
+}
+
+// commonType skips a CommonType{Name string; Id typeId}.
+func (s *gobScan) commonType() {
+	s.fields(func(f int) {
+		switch f {
+		case 0:
+			s.skipString()
+		case 1:
+			s.int()
+		default:
+			s.bad = true
+		}
+	})
+}
+
+// fields reads a struct: for each field sent, its number as a delta from
+// the previous one, then its value, read by field; a delta of 0 ends it.
+func (s *gobScan) fields(field func(n int)) {
+	n := -1
+	for !s.bad {
+		d := s.uint()
+		if s.bad || d == 0 {
+			return
+		}
+		if d > 16 {
+			s.bad = true
+			return
+		}
+		n += int(d)
+		field(n)
+	}
 }
 
 // countType counts a type definition of count bytes against the caps.
@@ -169,15 +352,53 @@ func (f *framedReader) next() error {
 		return nil
 	}
 	f.started(int(count))
-	def, err := f.definesType(count)
+	def, id, err := f.typeID(count)
 	if err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
 		return err
 	}
-	if def {
-		return f.countType(count)
+	if !def {
+		if id == gobInterface {
+			return fmt.Errorf("%w: the peer sent a value of gob's interface type", ErrInterfaceType)
+		}
+		return nil
+	}
+	if err := f.countType(count); err != nil {
+		return err
+	}
+	return f.checkDefinition(n, count)
+}
+
+// errBadDefinition is a type definition the framed reader cannot read.
+var errBadDefinition = errors.New("gob: a type definition muster cannot read: the peer is not a muster daemon or client, or is broken")
+
+// gobInterface is gob's type id of an interface value: a type that holds
+// one refers to it.
+const gobInterface = 8
+
+// checkDefinition reads the whole type definition of count bytes after a
+// prefix of n, which countType has allowed, and refuses it if it refers
+// to an interface. The message is then passed on from pending.
+func (f *framedReader) checkDefinition(n int, count uint64) error {
+	msg := make([]byte, n+int(count))
+	copy(msg, f.prefix[:n])
+	if _, err := io.ReadFull(f.r, msg[n:]); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	f.pending, f.left = msg, 0
+	f.ended()
+	refs, ok := typeRefs(msg[n:])
+	if !ok {
+		return errBadDefinition
+	}
+	if slices.Contains(refs, gobInterface) {
+		return fmt.Errorf("%w: the peer defined a type that holds an interface value; muster's own types hold none, so the peer is not a muster daemon or client, or is broken",
+			ErrInterfaceType)
 	}
 	return nil
 }
@@ -191,7 +412,7 @@ func (f *framedReader) Read(p []byte) (int, error) {
 	}
 	if len(f.pending) == 0 && f.left == 0 {
 		if err := f.next(); err != nil {
-			if errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrTooManyTypes) {
+			if errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrTooManyTypes) || errors.Is(err, ErrInterfaceType) || errors.Is(err, errBadDefinition) {
 				f.refused = err
 			}
 			return 0, err

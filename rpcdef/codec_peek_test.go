@@ -44,7 +44,12 @@ func TestFramedReaderCountsDefinitions(t *testing.T) {
 				if id.name == "cut short by its message" {
 					size = len(id.id)
 				}
-				payload := append(bytes.Clone(id.id), make([]byte, size-len(id.id))...)
+				payload := bytes.Clone(id.id)
+				if id.defines {
+					payload = append(payload, wireStruct(size-len(id.id))...)
+				} else {
+					payload = append(payload, make([]byte, size-len(id.id))...)
+				}
 				msg := append(gobCount(uint64(len(payload))), payload...)
 				stream := append(bytes.Clone(msg), msg...)
 				f := newFramedReader(iotest.OneByteReader(bytes.NewReader(stream)), 1<<20, nil)
@@ -74,6 +79,22 @@ func TestFramedReaderCountsDefinitions(t *testing.T) {
 	}
 }
 
+// wireStruct is gob's wireType for a struct of no fields, with a name that
+// makes it n bytes long (n at least 8).
+func wireStruct(n int) []byte {
+	// StructT, its CommonType, its Name; the name's length; the ends of
+	// CommonType, structType and wireType.
+	for w := 1; ; w++ {
+		name := n - 6 - w
+		if len(gobCount(uint64(name))) != w {
+			continue
+		}
+		b := append([]byte{0x03, 0x01, 0x01}, gobCount(uint64(name))...)
+		b = append(b, bytes.Repeat([]byte{'a'}, name)...)
+		return append(b, 0, 0, 0)
+	}
+}
+
 // gobCount is gob's encoding of a message's length prefix.
 func gobCount(n uint64) []byte {
 	if n < 0x80 {
@@ -91,7 +112,8 @@ func gobCount(n uint64) []byte {
 func TestFramedReaderRefusesForGood(t *testing.T) {
 	var stream []byte
 	for range MaxTypeDefinitions + 1 {
-		stream = append(stream, 2, 0x03, 0)
+		def := append([]byte{0x03}, wireStruct(8)...)
+		stream = append(append(stream, byte(len(def))), def...)
 	}
 	stream = append(stream, 2, 0x04, 0) // a value: never reached
 	f := newFramedReader(bytes.NewReader(stream), 1<<20, nil)

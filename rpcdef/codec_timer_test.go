@@ -109,7 +109,7 @@ func TestFramedReaderTimerSplitPrefix(t *testing.T) {
 	f := newFramedReader(pr, 1<<20, events)
 	read := make(chan error, 1)
 	go func() {
-		msg := make([]byte, 5) // the prefix 0xfe 0x00 0x02, then "ab"
+		msg := make([]byte, 5) // the prefix 0xfe 0x00 0x02, then "bb" (a value of type 49)
 		_, err := io.ReadFull(f, msg)
 		read <- err
 	}()
@@ -126,7 +126,7 @@ func TestFramedReaderTimerSplitPrefix(t *testing.T) {
 	if e := next(); e != "start" {
 		t.Fatalf("after half a prefix: %q, want start", e)
 	}
-	pw.Write([]byte{0x00, 0x02, 'a'})
+	pw.Write([]byte{0x00, 0x02, 'b'})
 	pw.Write([]byte{'b'})
 	if e := next(); e != "end" {
 		t.Fatalf("after the last byte: %q, want end", e)

@@ -431,3 +431,64 @@ func TestClientTypeDefinitionCaps(t *testing.T) {
 		t.Errorf("the client read all the definitions")
 	}
 }
+
+// withInterface is a request header as a hostile peer may define it: gob
+// matches fields by name, so a server decoding it into rpc.Request ignores
+// X, and ignoring an interface value reads the type definitions nested in
+// it, from inside the message where the framed reader cannot count them.
+type withInterface struct {
+	ServiceMethod string
+	Seq           uint64
+	X             any
+}
+
+// TestInterfaceTypesRefused sends requests whose headers carry an
+// interface value holding a fresh type each (the definitions of which gob
+// would keep, though none is a message of its own), and a value of gob's
+// interface type itself: both are refused with ErrInterfaceType.
+func TestInterfaceTypesRefused(t *testing.T) {
+	t.Run("a type holding an interface", func(t *testing.T) {
+		var stream bytes.Buffer
+		enc := gob.NewEncoder(&stream)
+		long := strings.Repeat("a", 30000)
+		for i := range 50 {
+			typ := reflect.StructOf([]reflect.StructField{{Name: fmt.Sprintf("I%d%s", i, long), Type: reflect.TypeOf("")}})
+			v := reflect.New(typ).Elem().Interface()
+			gob.RegisterName(fmt.Sprintf("rpcdef_test.nested%d", i), v)
+			if err := enc.Encode(&withInterface{ServiceMethod: rpcdef.ClusterNull, Seq: uint64(i), X: v}); err != nil {
+				t.Fatal(err)
+			}
+			if err := enc.Encode(&rpcdef.Empty{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, _ := definitions(stream.Bytes()); n > 2 {
+			t.Fatalf("the stream has %d definitions as messages of their own; the test needs them nested", n)
+		}
+		srv := rpcdef.NewServerCodec(&wire{buf: stream}, 0)
+		var h rpc.Request
+		err := srv.ReadRequestHeader(&h)
+		if !errors.Is(err, rpcdef.ErrInterfaceType) || !errors.Is(rpcdef.ReadError(srv), rpcdef.ErrInterfaceType) {
+			t.Fatalf("the first header read with %v (ReadError %v), want ErrInterfaceType", err, rpcdef.ReadError(srv))
+		}
+		t.Log(err)
+	})
+	t.Run("a value of the interface type", func(t *testing.T) {
+		first, _ := requests(t)
+		w := &wire{}
+		w.buf.Write(first)
+		w.buf.Write([]byte{3, 0x10, 0x01, 0x00}) // type id 8, then a nil interface
+		srv := rpcdef.NewServerCodec(w, 0)
+		var h rpc.Request
+		if err := srv.ReadRequestHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.ReadRequestBody(new(rpcdef.Empty)); err != nil {
+			t.Fatal(err)
+		}
+		err := srv.ReadRequestHeader(&h)
+		if !errors.Is(err, rpcdef.ErrInterfaceType) {
+			t.Fatalf("a value of type id 8 read with %v, want ErrInterfaceType", err)
+		}
+	})
+}
