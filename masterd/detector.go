@@ -230,6 +230,23 @@ func (a *Arrivals) Resume(now time.Time) {
 	a.last, a.forgiven = now, false
 }
 
+// Restart drops the history, kept in the units of a detector config that
+// is being replaced, and keeps the last arrival; the gap after it is not
+// recorded either, since it may span the change of cadence.
+func (a *Arrivals) Restart() {
+	*a = Arrivals{last: a.last, forgiven: !a.last.IsZero()}
+}
+
+// Scaled is c for an interval of every instead of c.Interval: the floor,
+// the ceiling and the spread's floor scale with it, the rest stays.
+func (c DetectorConfig) Scaled(every time.Duration) DetectorConfig {
+	k := float64(every) / float64(c.Interval)
+	scale := func(d time.Duration) time.Duration { return time.Duration(float64(d) * k) }
+	c.MinStdDev, c.MinDead, c.MaxDead = scale(c.MinStdDev), scale(c.MinDead), min(scale(c.MaxDead), MaxDeadLimit)
+	c.Interval = every
+	return c
+}
+
 // Forgive moves the last arrival d later, so a stall of the master of length
 // d is not counted as the node's silence; the next gap, which spans the
 // stall, is not recorded. It does nothing before the first arrival.

@@ -34,6 +34,9 @@ type Timing struct {
 	CloseGrace time.Duration // a closed connection's node is dead unless back within this
 	Report     time.Duration // the report interval slaves are told
 	Tick       time.Duration // how often the detector runs
+	// Budget is the heartbeats a second the master serves at most; past
+	// it, slaves are told a longer interval (see pace). 0 is none.
+	Budget int
 }
 
 type node struct {
@@ -122,6 +125,7 @@ func (r *cpuRing) samples() []CPUSample {
 // that changed it. All methods are safe for concurrent use.
 type Membership struct {
 	t       Timing
+	base    DetectorConfig   // as configured; t.Detector is scaled from it by pace
 	now     func() time.Time // time.Now, but for tests
 	log     logrus.FieldLogger
 	self    *SelfMonitor
@@ -163,7 +167,7 @@ type feed struct {
 func NewMembership(t Timing, log logrus.FieldLogger) *Membership {
 	t.Detector = t.Detector.WithDefaults()
 	ms := &Membership{
-		t: t, now: time.Now, log: log, self: NewSelfMonitor(t.Tick), started: time.Now(),
+		t: t, base: t.Detector, now: time.Now, log: log, self: NewSelfMonitor(t.Tick), started: time.Now(),
 		nodes: make(map[string]*node),
 	}
 	ms.feed.Store(&feed{changed: make(chan struct{})})
@@ -257,7 +261,7 @@ func (ms *Membership) joinLocked(c Caller, inc uint64, noRoll bool) (rpcdef.Join
 	}
 	r := rpcdef.JoinReply{
 		Version:           ms.version,
-		HeartbeatInterval: ms.t.Detector.Interval,
+		HeartbeatInterval: ms.interval(c.Node),
 		ReportInterval:    ms.t.Report,
 	}
 	if !noRoll {
@@ -305,15 +309,16 @@ func (ms *Membership) current(name string, inc uint64) (*node, error) {
 	return n, nil
 }
 
-// Heartbeat records a heartbeat and returns the current event version.
-func (ms *Membership) Heartbeat(c Caller, inc uint64) (uint64, error) {
+// Heartbeat records a heartbeat and returns the current event version and
+// the interval the slave is to heartbeat at.
+func (ms *Membership) Heartbeat(c Caller, inc uint64) (rpcdef.HeartbeatReply, error) {
 	now := ms.now()
 	ms.self.NoteArrival(now)
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	n, err := ms.current(c.Node, inc)
 	if err != nil {
-		return ms.version, err
+		return rpcdef.HeartbeatReply{Version: ms.version}, err
 	}
 	n.arr.Observe(now, &ms.t.Detector)
 	if !n.m.LastHeartbeat.IsZero() {
@@ -325,7 +330,7 @@ func (ms *Membership) Heartbeat(c Caller, inc uint64) (uint64, error) {
 		ms.setStatus(n, rpcdef.StatusAlive, now)
 		ms.emit(n, rpcdef.EventAlive, "heartbeat arrived", now)
 	}
-	return ms.version, nil
+	return rpcdef.HeartbeatReply{Version: ms.version, Interval: ms.interval(c.Node)}, nil
 }
 
 // Report stores a resource report.
@@ -438,6 +443,7 @@ func (ms *Membership) Tick(now time.Time) {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	ms.flush(now)
+	ms.pace(now)
 	if stall > 0 {
 		ms.forgive(stall, now)
 		// A short lag (a busy moment, a GC) is only forgiven. A stall long

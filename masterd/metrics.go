@@ -32,6 +32,7 @@ type masterMetrics struct {
 	renewals      prometheus.Counter
 	renewFailures prometheus.Counter
 	collapsed     prometheus.Counter
+	hbInterval    prometheus.Gauge
 	holds         map[string]prometheus.Counter
 }
 
@@ -65,7 +66,12 @@ func newMasterMetrics(reg prometheus.Registerer, interval time.Duration) *master
 		collapsed: counter("events_collapsed_total", "Events of members changing faster than their event budget, "+
 			"folded into the one event that follows (see docs/PROTOCOL.md)."),
 	}
-	reg.MustRegister(m.interArrival)
+	m.hbInterval = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: prefix + "_heartbeat_interval_seconds",
+		Help: "The heartbeat interval slaves are told now: heartbeat_interval, or longer while more slaves are up than max_heartbeats_per_second allows.",
+	})
+	m.hbInterval.Set(interval.Seconds())
+	reg.MustRegister(m.interArrival, m.hbInterval)
 	events := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: prefix + "_events_total",
 		Help: "Membership events, by kind: joined, rejoined, suspect, alive, dead, left, forgotten.",
@@ -130,6 +136,13 @@ func (m *masterMetrics) event(k rpcdef.EventKind) {
 	}
 	if c, ok := m.events[k]; ok {
 		c.Inc()
+	}
+}
+
+// interval records the heartbeat interval slaves are told.
+func (m *masterMetrics) interval(d time.Duration) {
+	if m != nil {
+		m.hbInterval.Set(d.Seconds())
 	}
 }
 

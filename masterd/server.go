@@ -83,6 +83,7 @@ func New(cfg *conf.Master, log logrus.FieldLogger) (*Server, error) {
 		CloseGrace: d.CloseGrace.D(),
 		Report:     cfg.ReportInterval.D(),
 		Tick:       d.Tick.D(),
+		Budget:     cfg.MaxHeartbeatsPerSecond,
 	}, log)
 	if err := s.ms.t.Detector.Validate(); err != nil {
 		return nil, fmt.Errorf("detector settings: %w", err)

@@ -131,8 +131,8 @@ func (x *Session) Heartbeat(args *rpcdef.HeartbeatArgs, reply *rpcdef.HeartbeatR
 	if err != nil {
 		return err
 	}
-	v, err := x.s.ms.Heartbeat(c, args.Incarnation)
-	reply.Version = v
+	r, err := x.s.ms.Heartbeat(c, args.Incarnation)
+	*reply = r
 	return err
 }
 

@@ -102,9 +102,12 @@ type HeartbeatArgs struct {
 }
 
 // HeartbeatReply carries the current event version, so a slave that missed
-// events knows to catch up.
+// events knows to catch up, and the interval the master wants from this
+// slave now: longer than the JoinReply's when the master has more slaves
+// than its heartbeat budget. Zero (an older master) means unchanged.
 type HeartbeatReply struct {
-	Version uint64
+	Version  uint64
+	Interval time.Duration
 }
 
 // ReportArgs carries a resource report.

@@ -382,14 +382,21 @@ func (s *Slave) heartbeatLoop(ctx context.Context, cl *rpcdef.ClusterClient, eve
 		case <-t.C:
 		case <-kick:
 		}
-		err := s.heartbeat(ctx, cl, every)
+		told, err := s.heartbeat(ctx, cl, every)
 		if err != nil && rpcdef.NoAnswer(err) && ctx.Err() == nil {
 			s.log.WithError(err).Warn("heartbeat failed; sending it again at once on a new connection")
-			err = s.heartbeat(ctx, cl, every)
+			told, err = s.heartbeat(ctx, cl, every)
 		}
 		switch {
 		case err == nil:
 			ok.Store(true)
+			if told > 0 && told != every {
+				// The master has more slaves than its heartbeat budget, or
+				// fewer again: it says how often it wants to hear from us.
+				s.log.WithFields(logrus.Fields{"was": every, "now": told}).Infof("the master asks for a heartbeat every %v", told.Round(time.Millisecond))
+				every = told
+				t.Reset(every)
+			}
 		case ctx.Err() != nil && rpcdef.NoAnswer(err):
 			return nil
 		default:
@@ -398,21 +405,22 @@ func (s *Slave) heartbeatLoop(ctx context.Context, cl *rpcdef.ClusterClient, eve
 	}
 }
 
-// heartbeat sends one heartbeat. The call is not cut short when ctx ends:
-// that would close the connection the master watches.
-func (s *Slave) heartbeat(ctx context.Context, cl *rpcdef.ClusterClient, every time.Duration) error {
+// heartbeat sends one heartbeat, and returns the interval the master wants
+// (0 from a master that does not say). The call is not cut short when ctx
+// ends: that would close the connection the master watches.
+func (s *Slave) heartbeat(ctx context.Context, cl *rpcdef.ClusterClient, every time.Duration) (time.Duration, error) {
 	cctx, cancel := context.WithTimeout(context.WithValue(context.WithoutCancel(ctx), heartbeatCall{}, true), s.cfg.CallTimeout.D())
 	defer cancel()
 	r, err := cl.Heartbeat(cctx, rpcdef.HeartbeatArgs{Node: s.node, Incarnation: s.inc, Seq: s.seq.Add(1)})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	s.view.heartbeat(time.Now())
 	if s.view.behind(r.Version, 2*every) {
 		// The watch loop catches up; this is only worth a note.
 		s.log.WithField("master_version", r.Version).Debugf("view at version %d is behind the master's", s.view.Version())
 	}
-	return nil
+	return r.Interval, nil
 }
 
 // reportLoop sends a resource report at once and then every interval. A

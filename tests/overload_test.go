@@ -73,3 +73,33 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 		t.Errorf("the roster saved at the stop: %d nodes (%v), want 300", len(roster.Nodes), err)
 	}
 }
+
+// TestIntervalFollowsBudget: three real slaves against a master whose
+// budget is 2 heartbeats a second are told a longer interval in their
+// heartbeat replies, follow it, and nobody is falsely suspected; a killed
+// one is still dead at once, by its connection.
+func TestIntervalFollowsBudget(t *testing.T) {
+	c := newCluster(t, map[string]string{"max_heartbeats_per_second": "2"}, "node-1", "node-2", "node-3")
+	admin := c.client(pki.RoleAdmin, "ops")
+	w := c.watch(t)
+	c.master.waitLine(`heartbeat every 1\.65s to 1\.815s`, 10*time.Second)
+	for _, s := range c.slaves {
+		s.waitLine(`the master asks for a heartbeat every 1\.(6[5-9]|7|8[01])`, 10*time.Second)
+	}
+	// Ten of the new intervals: no suspect, no death.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case e := <-w.events:
+			if e.Kind == rpcdef.EventSuspect || e.Kind == rpcdef.EventDead {
+				t.Fatalf("%s %s (%s) at the budget's interval", e.Node, e.Kind, e.Reason)
+			}
+		case <-time.After(100 * time.Millisecond): // poll interval
+		}
+	}
+	c.slaves["node-3"].kill()
+	start := time.Now()
+	w.next(t, "node-3", rpcdef.EventDead, 5*time.Second)
+	t.Logf("node-3 dead %v after SIGKILL, at the longer interval", time.Since(start).Round(time.Millisecond))
+	c.waitStatus(admin, "node-1", rpcdef.StatusAlive, time.Second)
+}

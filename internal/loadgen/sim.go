@@ -185,7 +185,9 @@ func (s *sim) beatLoop() {
 		}
 		now := time.Now()
 		if !next.After(now) {
-			s.heartbeat()
+			if told := s.heartbeat(); told > 0 && told != every {
+				every = told // the master's budget, as slaved follows it
+			}
 			beats++
 			next = next.Add(every)
 			if beats <= warmBeats {
@@ -207,16 +209,17 @@ func (s *sim) beatLoop() {
 	}
 }
 
-// heartbeat sends one heartbeat. One that fails on a broken connection is
-// sent again at once on a new one, as slaved does.
-func (s *sim) heartbeat() {
+// heartbeat sends one heartbeat, and returns the interval the master asks
+// for (0 if none came back). One that fails on a broken connection is sent
+// again at once on a new one, as slaved does.
+func (s *sim) heartbeat() time.Duration {
 	s.seq++
 	args := rpcdef.HeartbeatArgs{Node: s.name, Incarnation: s.inc, Seq: s.seq}
 	st := &s.r.stats
 	for attempt := 0; attempt < 2; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), s.r.cfg.CallTimeout)
 		t0 := time.Now()
-		_, err := s.cl.Heartbeat(ctx, args)
+		r, err := s.cl.Heartbeat(ctx, args)
 		lat := time.Since(t0)
 		cancel()
 		if err == nil {
@@ -225,10 +228,10 @@ func (s *sim) heartbeat() {
 				s.r.beats.Record(lat)
 				st.beats.Add(1)
 			}
-			return
+			return r.Interval
 		}
 		if s.state.Load() != simRunning {
-			return // killed or stopped under the call: not the master's failure
+			return 0 // killed or stopped under the call: not the master's failure
 		}
 		st.beatsFailed.Add(1)
 		switch {
@@ -240,17 +243,18 @@ func (s *sim) heartbeat() {
 			if err := s.rejoin(); err != nil {
 				s.r.log.WithField("peer", s.name).Warnf("join again: %v", err)
 			}
-			return
+			return 0
 		case errors.Is(err, context.DeadlineExceeded):
 			// The deadline closed the connection; the next call redials.
 			st.beatsTimedOut.Add(1)
-			return
+			return 0
 		case !rpcdef.NoAnswer(err):
 			s.r.log.WithField("peer", s.name).Warnf("heartbeat: %v", err)
-			return
+			return 0
 		}
 		st.beatsLost.Add(1)
 	}
+	return 0
 }
 
 func (s *sim) rejoin() error {
