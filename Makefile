@@ -23,7 +23,7 @@ vet:
 # The browser test of the dashboard needs chromium: installed here if missing.
 test: vet
 	./scripts/install-chromium.sh
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 # The micro-benchmarks, each command and its output kept in $(BENCH_OUT)/micro.out
 # (*.out is gitignored), then the scale set: bin/benchset writes both, with every
