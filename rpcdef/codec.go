@@ -96,8 +96,8 @@ func newFramedReader(r io.Reader, limit int, timer MessageTimer) *framedReader {
 // a definition. A signed int is sent as an unsigned one with the sign in
 // the low bit; an unsigned one is a byte below 0x80, or a byte count,
 // negated, and that many bytes big-endian. It returns whether the message
-// defines a type, and the id of a value's type (-1 if too large to be one
-// gob knows). A payload too short for its id is neither: gob finds it
+// defines a type, and the id of a value's type (-1 if not a value). A
+// payload too short for its id is neither: gob finds it
 // malformed itself.
 func (f *framedReader) typeID(count uint64) (def bool, id int64, err error) {
 	b, err := f.r.Peek(1)
@@ -115,13 +115,14 @@ func (f *framedReader) typeID(count uint64) (def bool, id int64, err error) {
 	if err != nil {
 		return false, -1, err
 	}
-	if b[size]&1 == 1 {
+	var u uint64 // gob reads a value sent in more bytes than it needs too
+	for _, c := range b[1 : 1+size] {
+		u = u<<8 | uint64(c)
+	}
+	if u&1 == 1 {
 		return true, -1, nil
 	}
-	if size > 1 {
-		return false, -1, nil // ids of two bytes and more are user types
-	}
-	return false, int64(b[1] >> 1), nil
+	return false, int64(u >> 1), nil
 }
 
 // typeRefs reads a gob type definition (a message's payload: the negated

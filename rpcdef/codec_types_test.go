@@ -473,22 +473,28 @@ func TestInterfaceTypesRefused(t *testing.T) {
 		}
 		t.Log(err)
 	})
-	t.Run("a value of the interface type", func(t *testing.T) {
-		first, _ := requests(t)
-		w := &wire{}
-		w.buf.Write(first)
-		w.buf.Write([]byte{3, 0x10, 0x01, 0x00}) // type id 8, then a nil interface
-		srv := rpcdef.NewServerCodec(w, 0)
-		var h rpc.Request
-		if err := srv.ReadRequestHeader(&h); err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.ReadRequestBody(new(rpcdef.Empty)); err != nil {
-			t.Fatal(err)
-		}
-		err := srv.ReadRequestHeader(&h)
-		if !errors.Is(err, rpcdef.ErrInterfaceType) {
-			t.Fatalf("a value of type id 8 read with %v, want ErrInterfaceType", err)
-		}
-	})
+	for _, value := range [][]byte{
+		{3, 0x10, 0x01, 0x00},                // type id 8, then a nil interface
+		{4, 0xff, 0x10, 0x01, 0x00},          // the same id in two bytes, as gob also reads
+		{6, 0xfd, 0x00, 0x00, 0x10, 0x01, 0}, // and in four
+	} {
+		t.Run(fmt.Sprintf("a value of the interface type % x", value), func(t *testing.T) {
+			first, _ := requests(t)
+			w := &wire{}
+			w.buf.Write(first)
+			w.buf.Write(value)
+			srv := rpcdef.NewServerCodec(w, 0)
+			var h rpc.Request
+			if err := srv.ReadRequestHeader(&h); err != nil {
+				t.Fatal(err)
+			}
+			if err := srv.ReadRequestBody(new(rpcdef.Empty)); err != nil {
+				t.Fatal(err)
+			}
+			err := srv.ReadRequestHeader(&h)
+			if !errors.Is(err, rpcdef.ErrInterfaceType) {
+				t.Fatalf("a value of type id 8 read with %v, want ErrInterfaceType", err)
+			}
+		})
+	}
 }
