@@ -69,7 +69,10 @@ func (x *Session) warnf(format string, args ...any) {
 // is at most pki.MaxNameLen, and anything longer is the caller's mistake
 // or attack, not worth more than its first bytes.
 func clip(s string) string {
-	if len(s) <= pki.MaxNameLen {
+	switch {
+	case pki.ValidName(s) == nil:
+		return s
+	case len(s) <= pki.MaxNameLen:
 		return fmt.Sprintf("%q", s)
 	}
 	return fmt.Sprintf("%.24q... (%d bytes)", s, len(s))
