@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -139,6 +140,27 @@ func (c *cluster) waitStatus(cc *rpcdef.ClusterClient, node string, st rpcdef.St
 		return n == 1 && m.Status == st, fmt.Sprintf("%+v (%d rows)", m.Status, n)
 	})
 	return m
+}
+
+// waitAlive waits until the master says n members are alive, and returns
+// when they were.
+func (c *cluster) waitAlive(cc *rpcdef.ClusterClient, n int, timeout time.Duration) {
+	c.t.Helper()
+	waitFor(c.t, timeout, fmt.Sprintf("%d alive members", n), func() (bool, string) {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r, err := cc.Members(cctx, "")
+		if err != nil {
+			return false, err.Error()
+		}
+		alive := 0
+		for _, m := range r.Members {
+			if m.Status == rpcdef.StatusAlive {
+				alive++
+			}
+		}
+		return alive == n, fmt.Sprintf("%d of %d alive", alive, len(r.Members))
+	})
 }
 
 // waitView waits until a slave's own view says node has status.

@@ -353,21 +353,7 @@ func TestDashboardThousand(t *testing.T) {
 		}
 	})
 	joined := time.Now()
-	waitFor(t, 3*time.Minute, fmt.Sprintf("%d alive members", n+1), func() (bool, string) {
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		r, err := admin.Members(cctx, "")
-		if err != nil {
-			return false, err.Error()
-		}
-		alive := 0
-		for _, m := range r.Members {
-			if m.Status == rpcdef.StatusAlive {
-				alive++
-			}
-		}
-		return alive == n+1, fmt.Sprintf("%d of %d alive", alive, len(r.Members))
-	})
+	c.waitAlive(admin, n+1, 3*time.Minute)
 	t.Logf("%d simulated slaves and probe-1 alive after %v", n, time.Since(joined).Round(time.Millisecond))
 
 	// Interactive: the roll drawn, from the start of navigation.

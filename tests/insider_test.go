@@ -74,10 +74,24 @@ func (x *insider) dial(t *testing.T, addr string) *tls.Conn {
 	return conn
 }
 
+// masterClient is a ClusterService client of the master with st's certificate.
+func (x *insider) masterClient(st *pki.Store) *rpcdef.ClusterClient {
+	return rpcdef.NewClusterClient("master", rpcdef.DialTLS(x.masterAddr, st.ClientConfig(pki.ExpectRole(pki.RoleMaster))))
+}
+
+// calm checks for d that no honest member is suspected meanwhile.
+func (x *insider) calm(t *testing.T, d time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+		x.unharmedQuick(t)
+		time.Sleep(100 * time.Millisecond) // poll interval
+	}
+}
+
 // mole is a ClusterService client with the mole's certificate, joined.
 func (x *insider) mole(t *testing.T, inc uint64) *rpcdef.ClusterClient {
 	t.Helper()
-	cc := rpcdef.NewClusterClient("master", rpcdef.DialTLS(x.masterAddr, x.moleSt.ClientConfig(pki.ExpectRole(pki.RoleMaster))))
+	cc := x.masterClient(x.moleSt)
 	t.Cleanup(func() { cc.Close() })
 	if _, err := cc.Join(ctx(t), rpcdef.JoinArgs{Node: "mole", Incarnation: inc, Protocol: rpcdef.ProtocolVersion, NoRoll: true}); err != nil {
 		t.Fatalf("the mole's join: %v", err)
@@ -131,7 +145,7 @@ func TestInsider(t *testing.T) {
 		// Each oversized request costs the mole its connection: a new
 		// client for each, as an attacker would.
 		leave := func(reason string) error {
-			cc := rpcdef.NewClusterClient("master", rpcdef.DialTLS(x.masterAddr, x.moleSt.ClientConfig(pki.ExpectRole(pki.RoleMaster))))
+			cc := x.masterClient(x.moleSt)
 			defer cc.Close()
 			return cc.Leave(ctx(t), rpcdef.LeaveArgs{Node: "mole", Incarnation: 1, Reason: reason})
 		}
@@ -268,17 +282,13 @@ func TestInsider(t *testing.T) {
 			cancel()
 			run(t, env, "rpc-query", "heartbeat", "node-1")
 			// A watch for 0.4 s with node-1's certificate, then gone.
-			cc := rpcdef.NewClusterClient("master", rpcdef.DialTLS(x.masterAddr, x.l.store(f).ClientConfig(pki.ExpectRole(pki.RoleMaster))))
+			cc := x.masterClient(x.l.store(f))
 			cc.Watch(ctx(t), 0, 400*time.Millisecond)
 			cc.Close()
 		}
 		// Evidence would have had node-1 dead within the close grace
 		// (500 ms) and a heartbeat; give it three.
-		deadline := time.Now().Add(3 * time.Second)
-		for time.Now().Before(deadline) {
-			x.unharmedQuick(t)
-			time.Sleep(100 * time.Millisecond) // poll interval
-		}
+		x.calm(t, 3*time.Second)
 		x.unharmed(t)
 	})
 
@@ -292,7 +302,7 @@ func TestInsider(t *testing.T) {
 		for range 3 {
 			var ccs []*rpcdef.ClusterClient
 			for range 4 {
-				cc := rpcdef.NewClusterClient("master", rpcdef.DialTLS(x.masterAddr, st.ClientConfig(pki.ExpectRole(pki.RoleMaster))))
+				cc := x.masterClient(st)
 				if _, err := cc.Heartbeat(ctx(t), rpcdef.HeartbeatArgs{Node: "node-1", Incarnation: inc}); err != nil {
 					t.Fatalf("a diagnostic heartbeat: %v", err)
 				}
@@ -302,11 +312,7 @@ func TestInsider(t *testing.T) {
 				cc.Close()
 			}
 		}
-		deadline := time.Now().Add(2 * time.Second)
-		for time.Now().Before(deadline) {
-			x.unharmedQuick(t)
-			time.Sleep(100 * time.Millisecond) // poll interval
-		}
+		x.calm(t, 2*time.Second)
 		x.unharmed(t)
 	})
 

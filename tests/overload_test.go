@@ -3,7 +3,6 @@ package tests
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,19 +36,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cancel(); lg.Wait() }()
-	waitFor(t, 60*time.Second, "300 simulated slaves alive", func() (bool, string) {
-		r, err := admin.Members(ctx, "")
-		if err != nil {
-			return false, err.Error()
-		}
-		alive := 0
-		for _, m := range r.Members {
-			if m.Status == rpcdef.StatusAlive {
-				alive++
-			}
-		}
-		return alive == 300, fmt.Sprintf("%d alive", alive)
-	})
+	c.waitAlive(admin, 300, 60*time.Second)
 	start := time.Now()
 	c.master.cmd.Process.Signal(syscall.SIGTERM)
 	select {
