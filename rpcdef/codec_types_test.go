@@ -311,9 +311,9 @@ func requests(t *testing.T) (first, again []byte) {
 }
 
 // serveDefinitions reads one valid request and then defs through a server
-// codec, one byte at a time, and returns the error that ended reading and
-// how many bytes past the valid request the codec had taken.
-func serveDefinitions(t *testing.T, defs []byte) (error, int) {
+// codec, one byte at a time, and returns how many bytes past the valid
+// request the codec had taken and the error that ended reading.
+func serveDefinitions(t *testing.T, defs []byte) (int, error) {
 	t.Helper()
 	first, again := requests(t)
 	w := &wire{}
@@ -339,7 +339,7 @@ func serveDefinitions(t *testing.T, defs []byte) (error, int) {
 	if err == nil && h.ServiceMethod != rpcdef.ClusterNull {
 		t.Errorf("the request after the definitions read as %q", h.ServiceMethod)
 	}
-	return rpcdef.ReadError(srv), total - w.buf.Len() - len(first)
+	return total - w.buf.Len() - len(first), rpcdef.ReadError(srv)
 }
 
 // TestTypeDefinitionCaps sends fresh type definitions after a valid
@@ -365,7 +365,7 @@ func TestTypeDefinitionCaps(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			defs := freshDefinitions(t, tt.n, freshName(tt.pad))
-			err, taken := serveDefinitions(t, defs)
+			taken, err := serveDefinitions(t, defs)
 			t.Logf("%d definitions, %d bytes: codec took %d bytes of them: %v", tt.n, len(defs), taken, err)
 			if !tt.refused {
 				if err != nil {
