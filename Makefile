@@ -6,7 +6,7 @@ BENCH_CALLS ?= 20000x
 BENCH_PROCS ?= 300x
 BENCH_TRIALS ?= 20x
 
-.PHONY: all build test vet bench demo demo-netns fuzz soak clean
+.PHONY: all build test vet lint bench demo demo-netns fuzz soak clean
 
 all: build
 
@@ -19,6 +19,11 @@ vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+
+# staticcheck, at a pinned version, fetched by go itself the first time.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+lint: vet
+	$(GO) run $(STATICCHECK) ./...
 
 # The browser test of the dashboard needs chromium: installed here if missing.
 test: vet
