@@ -5,26 +5,127 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/muster-lab/muster/internal/pki"
 	"github.com/muster-lab/muster/rpcdef"
 )
 
-// Registry location, shared by masterd and slaved: a TLS address, or the
-// local socket when Registry is empty.
+// Registry location, shared by masterd and slaved: TLS addresses, or the
+// local socket when there are none.
 type RegistryRef struct {
-	// Registry is the registry's TLS address, HOST:PORT.
+	// Registries are the registries' TLS addresses, HOST:PORT: with
+	// several masters, one per master host. A master registers with every
+	// one; a slave asks them in turn. When set, Registry is not used.
+	Registries []string `toml:"registries"`
+	// Registry is the registry's TLS address, HOST:PORT: shorthand for a
+	// list of one.
 	Registry string `toml:"registry"`
-	// RegistrySocket is used when Registry is "": the local registry's socket.
+	// RegistrySocket is used when there is no TLS address: the local
+	// registry's socket.
 	RegistrySocket string `toml:"registry_socket"`
 }
 
+// MaxRegistries bounds the registries list: one per master host.
+const MaxRegistries = 9
+
+// Addrs are the registries' TLS addresses: Registries, or else Registry;
+// none means the local socket.
+func (r *RegistryRef) Addrs() []string {
+	if len(r.Registries) > 0 {
+		return r.Registries
+	}
+	if r.Registry != "" {
+		return []string{r.Registry}
+	}
+	return nil
+}
+
 func (r *RegistryRef) check(ck *checker) {
+	if len(r.Registries) > MaxRegistries {
+		ck.add("registries", "%d given: at most %d (one per master host)", len(r.Registries), MaxRegistries)
+	}
+	seen := make(map[string]bool)
+	for i, a := range r.Registries {
+		ck.hostPort(fmt.Sprintf("registries[%d]", i), a, true)
+		if seen[a] {
+			ck.add("registries", "%s is listed twice", a)
+		}
+		seen[a] = true
+	}
+	if len(r.Registries) > 0 {
+		return
+	}
 	if r.Registry != "" {
 		ck.hostPort("registry", r.Registry, true)
 	} else if r.RegistrySocket == "" {
-		ck.add("registry", "missing: give the registry's HOST:PORT, or registry_socket for a local one")
+		ck.add("registry", "missing: give the registry's HOST:PORT (or registries = [...] for several), or registry_socket for a local one")
+	}
+}
+
+// Raft configures the masters' raft group. With no peers, the master is a
+// group of one, bootstrapped by itself: a single master needs no settings.
+type Raft struct {
+	// Listen is this master's raft address: mutual TLS, masters of this
+	// cluster only. Port 0 picks a free port, for a group of one.
+	Listen string `toml:"listen"`
+	// Advertise is the raft address the other masters dial; by default
+	// this master's own entry in Peers.
+	Advertise string `toml:"advertise"`
+	// Peers is the group to bootstrap, this master included:
+	// "NAME=HOST:PORT", NAME being each master's certificate name.
+	Peers []string `toml:"peers"`
+	// Join: at the first start, wait to be added to a running group
+	// (rpc-query masters add) instead of bootstrapping one.
+	Join bool `toml:"join"`
+	// FailoverGrace: how long a new leader gives every member that was up
+	// to be heard from again before it may be declared dead. 0 derives it
+	// (see masterd's FailoverGrace).
+	FailoverGrace Duration `toml:"failover_grace"`
+}
+
+// MaxPeers bounds a raft group: more voters only slow every commit.
+const MaxPeers = 9
+
+func (r *Raft) check(ck *checker, self string) {
+	ck.hostPort("raft.listen", r.Listen, false)
+	if r.Advertise != "" {
+		ck.hostPort("raft.advertise", r.Advertise, true)
+	}
+	if len(r.Peers) > MaxPeers {
+		ck.add("raft.peers", "%d given: at most %d", len(r.Peers), MaxPeers)
+	}
+	names := make(map[string]bool)
+	found := false
+	for i, p := range r.Peers {
+		key := fmt.Sprintf("raft.peers[%d]", i)
+		name, addr, ok := strings.Cut(p, "=")
+		if !ok || name == "" || addr == "" {
+			ck.add(key, "%q: want NAME=HOST:PORT, NAME being that master's certificate name, such as \"m1=10.0.0.1:7114\"", p)
+			continue
+		}
+		if err := pki.ValidName(name); err != nil {
+			ck.add(key, "%q: %v", p, err)
+		}
+		ck.hostPort(key, addr, true)
+		if names[name] {
+			ck.add("raft.peers", "%s is listed twice", name)
+		}
+		names[name] = true
+		found = found || name == self
+	}
+	if len(r.Peers) > 0 && self != "" && !found {
+		ck.add("raft.peers", "this master (%s, the name in its certificate) is not in the list: add %s=HOST:PORT, its raft address", self, self)
+	}
+	if len(r.Peers) > 0 && strings.HasSuffix(r.Listen, ":0") {
+		ck.add("raft.listen", "%q: with peers, give the port the others dial (the one in this master's peers entry)", r.Listen)
+	}
+	if r.Join && len(r.Peers) > 0 {
+		ck.add("raft.join", "join = true with peers: a joining master is added by the running group; give one or the other")
+	}
+	if r.FailoverGrace != 0 {
+		ck.duration("raft.failover_grace", r.FailoverGrace, time.Second, time.Hour)
 	}
 }
 
@@ -53,6 +154,8 @@ type Master struct {
 	AdvertiseHost string `toml:"advertise_host"`
 	RegistryRef
 	StateDir string `toml:"state_dir"`
+	// Raft is the masters' group; see Raft.
+	Raft Raft `toml:"raft"`
 
 	HeartbeatInterval Duration `toml:"heartbeat_interval"`
 	ReportInterval    Duration `toml:"report_interval"`
@@ -96,6 +199,7 @@ func DefaultMaster() *Master {
 		Listen:            ":7112",
 		RegistryRef:       RegistryRef{Registry: fmt.Sprintf("127.0.0.1:%d", rpcdef.DefaultRegistryPort)},
 		StateDir:          "/var/lib/muster/master",
+		Raft:              Raft{Listen: "127.0.0.1:0"},
 		HeartbeatInterval: Duration(time.Second),
 		ReportInterval:    Duration(5 * time.Second),
 		ReapLeft:          Duration(24 * time.Hour),
@@ -147,6 +251,11 @@ func (c *Master) Validate(file string) error {
 	if c.StateDir == "" {
 		ck.add("state_dir", "missing: give a directory the master may keep its roster in")
 	}
+	self := ""
+	if c.Store != nil {
+		self = c.Store.Identity().Name
+	}
+	c.Raft.check(ck, self)
 	ck.duration("heartbeat_interval", c.HeartbeatInterval, 50*time.Millisecond, time.Minute)
 	ck.duration("report_interval", c.ReportInterval, 50*time.Millisecond, time.Hour)
 	if c.MaxHeartbeatsPerSecond < 0 || c.MaxHeartbeatsPerSecond > 1_000_000 {

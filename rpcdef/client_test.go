@@ -129,3 +129,25 @@ func TestConnDropsABrokenConnection(t *testing.T) {
 type echo struct{}
 
 func (echo) Echo(in *string, out *string) error { *out = *in; return nil }
+
+func TestLeaderOf(t *testing.T) {
+	for _, c := range []struct {
+		err        error
+		name, addr string
+		ok         bool
+	}{
+		{NotLeader("m2", "10.0.0.2:7112"), "m2", "10.0.0.2:7112", true},
+		{fromWire(rpc.ServerError(NotLeader("m3", "[::1]:7112").Error())), "m3", "[::1]:7112", true},
+		{NotLeader("", ""), "", "", false},
+		{Errorf(CodeNotFound, "the leader is m2 at x:1"), "", "", false},
+		{errors.New("not the leader: the leader is m2 at x:1"), "", "", false},
+	} {
+		name, addr, ok := LeaderOf(c.err)
+		if name != c.name || addr != c.addr || ok != c.ok {
+			t.Errorf("LeaderOf(%v) = %q, %q, %v; want %q, %q, %v", c.err, name, addr, ok, c.name, c.addr, c.ok)
+		}
+	}
+	if !errors.Is(NotLeader("", ""), ErrNotLeader) {
+		t.Error("NotLeader is not ErrNotLeader")
+	}
+}

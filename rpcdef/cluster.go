@@ -18,6 +18,8 @@ const (
 	ClusterNull      = ClusterService + ".Null"
 	ClusterForget    = ClusterService + ".Forget"
 	ClusterEvict     = ClusterService + ".Evict"
+	ClusterStatus    = ClusterService + ".Status"
+	ClusterAnnounce  = ClusterService + ".Announce"
 )
 
 // Status is a member's state in the master's roll.
@@ -92,13 +94,32 @@ type JoinReply struct {
 	HeartbeatInterval time.Duration
 	ReportInterval    time.Duration
 	Master            string // the master's identity
+	// Masters are the group's masters with their ClusterService
+	// addresses, leader first: a slave whose master goes tries these
+	// before it asks the registry. MastersVersion names this list: the
+	// slave sends it back in every heartbeat.
+	Masters        []MasterAddr
+	MastersVersion uint64
 }
+
+// MasterAddr is one master of the group, as slaves dial it.
+type MasterAddr struct {
+	Name string // the name in its certificate, its raft server ID
+	Addr string // its ClusterService address, HOST:PORT
+}
+
+// MaxMasters bounds the masters a reply may name: a raft group of more
+// than 7 voters only slows its commits.
+const MaxMasters = 9
 
 // HeartbeatArgs says "still here".
 type HeartbeatArgs struct {
 	Node        string
 	Incarnation uint64
 	Seq         uint64
+	// MastersVersion is the version of the masters list the slave holds
+	// (JoinReply.MastersVersion); 0 if none.
+	MastersVersion uint64
 }
 
 // HeartbeatReply carries the current event version, so a slave that missed
@@ -108,6 +129,11 @@ type HeartbeatArgs struct {
 type HeartbeatReply struct {
 	Version  uint64
 	Interval time.Duration
+	// Masters is set when the group's masters are not at the version the
+	// caller says it was last told (HeartbeatArgs.MastersVersion); nil
+	// otherwise, so that a steady heartbeat carries no list.
+	Masters        []MasterAddr
+	MastersVersion uint64
 }
 
 // ReportArgs carries a resource report.
@@ -166,6 +192,44 @@ type ForgetArgs struct {
 type EvictArgs struct {
 	Node   string
 	Reason string
+}
+
+// StatusArgs asks a master for its own state in the group.
+type StatusArgs struct{}
+
+// MasterStatus is one master's state in the raft group, as it tells it.
+type MasterStatus struct {
+	Name     string
+	Addr     string // its ClusterService address
+	RaftAddr string
+	// State is "leader", "follower", "candidate" or "shutdown"; rpc-query
+	// shows "unreachable" for a master it cannot ask.
+	State        string
+	Term         uint64
+	Leader       string    // the leader's name as this master knows it; "" if none
+	LastContact  time.Time // a follower's last word from the leader; zero on the leader
+	AppliedIndex uint64
+	CommitIndex  uint64
+	Version      uint64 // the event version of its replicated roll
+	// Servers is the group's configuration as this master knows it, with
+	// each server's ClusterService address where it has announced one.
+	Servers []MasterServer
+}
+
+// MasterServer is one server of the group's raft configuration.
+type MasterServer struct {
+	Name     string
+	RaftAddr string
+	Addr     string // "" until it has announced its ClusterService address
+	Voter    bool
+}
+
+// AnnounceArgs is a follower telling the leader its ClusterService address,
+// so that the leader can tell slaves where every master is. Only a master
+// of the group may call it, for its own name.
+type AnnounceArgs struct {
+	Name string
+	Addr string
 }
 
 // How a watcher long-polls: each Watch waits up to WatchWait at the master,
@@ -242,6 +306,20 @@ func (c *ClusterClient) Forget(ctx context.Context, node string) error {
 // Evict declares a node dead now (admin only).
 func (c *ClusterClient) Evict(ctx context.Context, node, reason string) error {
 	return c.Call(ctx, ClusterEvict, &EvictArgs{Node: node, Reason: reason}, &Empty{})
+}
+
+// Status asks the master it is connected to for its own state in the
+// group (any certificate of the cluster).
+func (c *ClusterClient) Status(ctx context.Context) (MasterStatus, error) {
+	var r MasterStatus
+	err := c.Call(ctx, ClusterStatus, &StatusArgs{}, &r)
+	return r, err
+}
+
+// Announce tells the leader this master's ClusterService address (masters
+// only).
+func (c *ClusterClient) Announce(ctx context.Context, args AnnounceArgs) error {
+	return c.Call(ctx, ClusterAnnounce, &args, &Empty{})
 }
 
 // Null is a probe.

@@ -23,10 +23,13 @@ const (
 	CodeNotJoined        Code = "not joined"
 	CodeUnavailable      Code = "unavailable"
 	CodeIncompatible     Code = "incompatible version"
+	// CodeNotLeader: this master is a follower; the message names the
+	// leader and its address when one is known (see NotLeader).
+	CodeNotLeader Code = "not the leader"
 )
 
 var codes = []Code{CodePermission, CodeUnknownLease, CodeNotFound, CodeConflict, CodeInvalid,
-	CodeStaleIncarnation, CodeNotJoined, CodeUnavailable, CodeIncompatible}
+	CodeStaleIncarnation, CodeNotJoined, CodeUnavailable, CodeIncompatible, CodeNotLeader}
 
 // Error is an error with a code, returned by a muster server.
 type Error struct {
@@ -58,6 +61,7 @@ var (
 	ErrNotJoined        = &Error{Code: CodeNotJoined}
 	ErrUnavailable      = &Error{Code: CodeUnavailable}
 	ErrIncompatible     = &Error{Code: CodeIncompatible}
+	ErrNotLeader        = &Error{Code: CodeNotLeader}
 )
 
 // Errorf makes a coded error for a server to return.
@@ -96,4 +100,37 @@ func NoAnswer(err error) bool {
 	var coded *Error
 	var server rpc.ServerError
 	return err != nil && !errors.As(err, &coded) && !errors.As(err, &server)
+}
+
+// leaderIs is how NotLeader names the leader, and LeaderOf reads it back:
+// net/rpc carries only the error's string.
+const leaderIs = "the leader is "
+
+// NotLeader is a follower's answer to a call only the leader serves: "not
+// the leader: the leader is m2 at 10.0.0.2:7112", or, during an election,
+// that no leader is known yet.
+func NotLeader(name, addr string) error {
+	if name == "" || addr == "" {
+		return Errorf(CodeNotLeader, "no leader is known yet (an election is under way): retry in a moment")
+	}
+	return Errorf(CodeNotLeader, "%s%s at %s", leaderIs, name, addr)
+}
+
+// LeaderOf reads the leader's name and ClusterService address out of a
+// NotLeader error; ok is false for any other error, and for a NotLeader
+// that names no leader.
+func LeaderOf(err error) (name, addr string, ok bool) {
+	var e *Error
+	if !errors.As(err, &e) || e.Code != CodeNotLeader {
+		return "", "", false
+	}
+	rest, found := strings.CutPrefix(e.Msg, leaderIs)
+	if !found {
+		return "", "", false
+	}
+	name, addr, ok = strings.Cut(rest, " at ")
+	if !ok || name == "" || addr == "" || strings.ContainsAny(addr, " \n") {
+		return "", "", false
+	}
+	return name, addr, true
 }
