@@ -46,8 +46,7 @@ type Server struct {
 	srv       *tlsrpc.Server
 	advertise string
 	svc       rpcdef.Service
-	reg       *rpcdef.RegistryClient
-	regDial   rpcdef.Dialer
+	regs      []registry // every registry this master registers with
 	roster    string
 	pprof     *http.Server
 	fanout    *pacer // paces Watch replies when an event wakes every watcher
@@ -130,13 +129,7 @@ func New(cfg *conf.Master, log logrus.FieldLogger) (*Server, error) {
 		metrics.CertExpiry(cfg.Store.NotAfter))
 	s.svc = rpcdef.Service{ServiceKey: rpcdef.ServiceKey{Name: rpcdef.ClusterService, Instance: cfg.Cluster},
 		Version: rpcdef.ClusterVersion, Addr: s.advertise}
-	if cfg.Registry != "" {
-		s.regDial = rpcdef.DialTLS(cfg.Registry, cfg.Store.ClientConfig(pki.ExpectRole(pki.RoleRegistry)))
-		s.reg = rpcdef.NewRegistryClient("registry "+cfg.Registry, s.regDial)
-	} else {
-		s.regDial = rpcdef.DialUnix(cfg.RegistrySocket)
-		s.reg = rpcdef.NewRegistryClient("registry socket "+cfg.RegistrySocket, s.regDial)
-	}
+	s.regs = dialRegistries(cfg)
 	if err := s.listenHTTP(); err != nil {
 		s.Close()
 		return nil, err
@@ -203,7 +196,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil
 		})
 	}
-	g.Go(func() error { s.keepLease(gctx); return nil })
+	g.Go(func() error { s.keepLeases(gctx, 0); return nil })
 	if s.dash != nil {
 		g.Go(func() error { return s.dash.Run(gctx) })
 	}
@@ -251,7 +244,9 @@ func (s *Server) Close() error {
 	if s.listReg != nil {
 		s.listReg.Close()
 	}
-	s.reg.Close()
+	for _, r := range s.regs {
+		r.c.Close()
+	}
 	return s.srv.Close()
 }
 
@@ -266,64 +261,6 @@ func (s *Server) save() {
 	}
 }
 
-// keepLease registers ClusterService and renews it at a third of the TTL.
-// After an unknown-lease error (the registry restarted and dropped us, or
-// our lease ran out) it registers again. On the way out it unregisters.
-func (s *Server) keepLease(ctx context.Context) {
-	var lease string
-	var ttl time.Duration
-	var failing error
-	b := daemon.NewBackoff(daemon.InitialBackoff, 2*time.Second)
-	for {
-		var wait time.Duration
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if lease == "" {
-			r, err := s.reg.Register(cctx, s.svc)
-			s.met.lease(false, err)
-			if err == nil {
-				lease, ttl = r.Lease, r.TTL
-				s.log.WithField("service", s.svc.ServiceKey.String()).Infof("registered %s at %s with %s (lease %v)", s.svc.ServiceKey, s.advertise, s.reg.Target(), ttl)
-				s.ready.Do(s.logReady)
-			}
-			failing = s.leaseError(failing, "register", err)
-		} else {
-			_, err := s.reg.Renew(cctx, s.svc.ServiceKey, lease)
-			s.met.lease(true, err)
-			if errors.Is(err, rpcdef.ErrUnknownLease) {
-				s.log.WithField("service", s.svc.ServiceKey.String()).Warn("the registry no longer knows our lease (it restarted, or the lease ran out); registering again")
-				lease, err = "", nil
-			}
-			failing = s.leaseError(failing, "renew", err)
-		}
-		cancel()
-		switch {
-		case failing != nil:
-			wait = b.Next()
-		case lease == "":
-			wait = 0
-		default:
-			wait = ttl / 3
-			b.Reset()
-		}
-		select {
-		case <-ctx.Done():
-			if lease != "" {
-				uctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				if err := s.reg.Release(uctx, s.svc.ServiceKey, lease); errors.Is(err, rpcdef.ErrUnknownLease) {
-					s.log.Warn("not unregistering: our entry in the registry was replaced by another master")
-				} else if err != nil {
-					s.log.WithError(err).Warn("unregister from the registry")
-				} else {
-					s.log.WithField("service", s.svc.ServiceKey.String()).Info("unregistered")
-				}
-				cancel()
-			}
-			return
-		case <-time.After(wait):
-		}
-	}
-}
-
 // logReady logs the one line that says this master serves: slaves can find
 // it in the registry, and it answers them. Scripts and tests wait for it.
 func (s *Server) logReady() {
@@ -335,17 +272,6 @@ func (s *Server) logReady() {
 		f["https"] = s.https.URL()
 	}
 	daemon.Ready(s.log, f)
-}
-
-// leaseError logs a registry failure once, and its recovery.
-func (s *Server) leaseError(prev error, op string, err error) error {
-	switch {
-	case err != nil && prev == nil:
-		s.log.WithError(err).Warnf("%s %s with %s failed; retrying with backoff", op, s.svc.ServiceKey, s.reg.Target())
-	case err == nil && prev != nil:
-		s.log.Infof("%s with %s works again", op, s.reg.Target())
-	}
-	return err
 }
 
 // attach gives each connection a Session that knows its caller.

@@ -20,7 +20,7 @@ func (s *Server) listenHTTP() error {
 	if cfg.HTTPListen == "" && cfg.DashboardListen == "" {
 		return nil
 	}
-	s.listReg = rpcdef.NewRegistryClient(s.reg.Target(), s.regDial)
+	s.listReg = rpcdef.NewRegistryClient(s.regs[0].c.Target(), s.regs[0].dial)
 	s.dash = dashboard.New(dashSource{s}, dashboard.Info{
 		Cluster: cfg.Cluster, Master: cfg.Store.Identity().String(), HeartbeatInterval: cfg.HeartbeatInterval.D(),
 		ReportInterval: cfg.ReportInterval.D(),
