@@ -9,17 +9,19 @@ import (
 // the registry name of the service, so rpc-query ping can call NAME.Null on
 // any muster service.
 const (
-	ClusterJoin      = ClusterService + ".Join"
-	ClusterHeartbeat = ClusterService + ".Heartbeat"
-	ClusterReport    = ClusterService + ".Report"
-	ClusterLeave     = ClusterService + ".Leave"
-	ClusterMembers   = ClusterService + ".Members"
-	ClusterWatch     = ClusterService + ".Watch"
-	ClusterNull      = ClusterService + ".Null"
-	ClusterForget    = ClusterService + ".Forget"
-	ClusterEvict     = ClusterService + ".Evict"
-	ClusterStatus    = ClusterService + ".Status"
-	ClusterAnnounce  = ClusterService + ".Announce"
+	ClusterJoin         = ClusterService + ".Join"
+	ClusterHeartbeat    = ClusterService + ".Heartbeat"
+	ClusterReport       = ClusterService + ".Report"
+	ClusterLeave        = ClusterService + ".Leave"
+	ClusterMembers      = ClusterService + ".Members"
+	ClusterWatch        = ClusterService + ".Watch"
+	ClusterNull         = ClusterService + ".Null"
+	ClusterForget       = ClusterService + ".Forget"
+	ClusterEvict        = ClusterService + ".Evict"
+	ClusterStatus       = ClusterService + ".Status"
+	ClusterAnnounce     = ClusterService + ".Announce"
+	ClusterAddMaster    = ClusterService + ".AddMaster"
+	ClusterRemoveMaster = ClusterService + ".RemoveMaster"
 )
 
 // Status is a member's state in the master's roll.
@@ -232,6 +234,19 @@ type AnnounceArgs struct {
 	Addr string
 }
 
+// AddMasterArgs asks the leader to add a master to the group (admins
+// only). Start the new master first with raft.join = true.
+type AddMasterArgs struct {
+	Name     string // the name in its master certificate
+	RaftAddr string // HOST:PORT of its raft listener
+}
+
+// RemoveMasterArgs asks the leader to remove a master from the group
+// (admins only).
+type RemoveMasterArgs struct {
+	Name string
+}
+
 // How a watcher long-polls: each Watch waits up to WatchWait at the master,
 // and its caller gives it WatchTimeout(callTimeout) before giving up, so
 // that the master's answer always comes first.
@@ -320,6 +335,17 @@ func (c *ClusterClient) Status(ctx context.Context) (MasterStatus, error) {
 // only).
 func (c *ClusterClient) Announce(ctx context.Context, args AnnounceArgs) error {
 	return c.Call(ctx, ClusterAnnounce, &args, &Empty{})
+}
+
+// AddMaster adds a master to the raft group (admin only; the leader
+// answers, a follower says who the leader is).
+func (c *ClusterClient) AddMaster(ctx context.Context, name, raftAddr string) error {
+	return c.Call(ctx, ClusterAddMaster, &AddMasterArgs{Name: name, RaftAddr: raftAddr}, &Empty{})
+}
+
+// RemoveMaster removes a master from the raft group (admin only).
+func (c *ClusterClient) RemoveMaster(ctx context.Context, name string) error {
+	return c.Call(ctx, ClusterRemoveMaster, &RemoveMasterArgs{Name: name}, &Empty{})
 }
 
 // Null is a probe.
