@@ -399,6 +399,18 @@ func (x *Session) infof(key rpcdef.ServiceKey, format string, args ...any) {
 	}
 }
 
+// replacedf logs that a registration of a higher epoch replaced old, a
+// live entry: a new leader took the service over.
+func (x *Session) replacedf(key rpcdef.ServiceKey, old rpcdef.Entry, svc rpcdef.Service, o Owner) {
+	f, note := x.line(key)
+	if f == nil {
+		return
+	}
+	f.WithFields(logrus.Fields{"epoch": svc.Epoch, "old_epoch": old.Epoch, "owner": o.ID, "old_owner": old.Owner}).
+		Infof("registered %s at %s, epoch %d, owner %s: replaced the live entry at %s, epoch %d, owner %s, whose lease is unknown from now on%s",
+			key, svc.Addr, svc.Epoch, o.ID, old.Addr, old.Epoch, old.Owner, note)
+}
+
 // deny logs and returns a refusal. key must have passed checkKey.
 func (x *Session) deny(op string, key rpcdef.ServiceKey, why string) error {
 	x.warnf(key, "refused %s: %s", op, why)
@@ -426,7 +438,7 @@ func (x *Session) Register(args *rpcdef.RegisterArgs, reply *rpcdef.RegisterRepl
 		// must not be able to stand in for ClusterService/prod.
 		return x.deny("register", key, fmt.Sprintf("a certificate of cluster %s registers only the instance %s/%s", id.Cluster, key.Name, id.Cluster))
 	}
-	id, err := x.s.table.Register(args.Service, o)
+	id, replaced, err := x.s.table.register(args.Service, o)
 	if err != nil {
 		if errors.Is(err, rpcdef.ErrConflict) {
 			x.warnf(key, "refused register: %v", err)
@@ -434,7 +446,14 @@ func (x *Session) Register(args *rpcdef.RegisterArgs, reply *rpcdef.RegisterRepl
 		return err
 	}
 	x.s.met.registrations.Inc()
-	x.infof(key, "registered %s at %s", key, args.Service.Addr)
+	switch {
+	case replaced != nil:
+		x.replacedf(key, *replaced, args.Service, o)
+	case args.Service.Epoch > 0:
+		x.infof(key, "registered %s at %s, epoch %d", key, args.Service.Addr, args.Service.Epoch)
+	default:
+		x.infof(key, "registered %s at %s", key, args.Service.Addr)
+	}
 	*reply = rpcdef.RegisterReply{Lease: id, TTL: x.s.table.TTL()}
 	return nil
 }

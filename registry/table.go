@@ -166,27 +166,46 @@ func (t *Table) copyMap(now time.Time, live bool) map[rpcdef.ServiceKey]*lease {
 	return m
 }
 
-// Register grants a lease on svc to owner. A live entry of another owner is
-// refused unless owner is an admin; the same owner registering again
-// replaces its entry with a new lease.
+// Register grants a lease on svc to owner. A live entry is replaced at
+// once by a higher epoch, whoever owns it, and refused to a lower one;
+// with equal epochs (0 for services without terms) a live entry of another
+// owner is refused unless owner is an admin, and the same owner
+// registering again replaces its entry with a new lease. A replaced
+// entry's lease is unknown from then on.
 func (t *Table) Register(svc rpcdef.Service, owner Owner) (string, error) {
+	id, _, err := t.register(svc, owner)
+	return id, err
+}
+
+// register is Register, and also returns the live entry of a lower epoch
+// it replaced, if it replaced one.
+func (t *Table) register(svc rpcdef.Service, owner Owner) (string, *rpcdef.Entry, error) {
 	if err := validService(svc); err != nil {
-		return "", rpcdef.Errorf(rpcdef.CodeInvalid, "%v", err)
+		return "", nil, rpcdef.Errorf(rpcdef.CodeInvalid, "%v", err)
 	}
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	now := t.now()
 	next := t.copyMap(now, false)
-	if cur, ok := next[svc.ServiceKey]; ok && now.Before(cur.expires) && cur.owner != owner.ID && !owner.Admin {
-		return "", rpcdef.Errorf(rpcdef.CodeConflict, "%s is registered by %s for another %v; only its owner or an admin may replace it",
-			svc.ServiceKey, cur.owner, cur.expires.Sub(now).Round(time.Millisecond))
+	var replaced *rpcdef.Entry
+	if cur, ok := next[svc.ServiceKey]; ok && now.Before(cur.expires) {
+		switch {
+		case svc.Epoch > cur.svc.Epoch:
+			e := t.entry(cur, now)
+			replaced = &e
+		case svc.Epoch < cur.svc.Epoch:
+			return "", nil, rpcdef.OlderEpochError(svc.ServiceKey, svc.Epoch, cur.svc.Epoch, cur.owner, cur.svc.Addr)
+		case cur.owner != owner.ID && !owner.Admin:
+			return "", nil, rpcdef.Errorf(rpcdef.CodeConflict, "%s is registered by %s for another %v; only its owner or an admin may replace it",
+				svc.ServiceKey, cur.owner, cur.expires.Sub(now).Round(time.Millisecond))
+		}
 	}
 	l := &lease{svc: svc, owner: owner.ID, id: newLeaseID(), since: now, expires: now.Add(t.ttl)}
 	next[svc.ServiceKey] = l
 	if err := t.change(next); err != nil {
-		return "", err
+		return "", nil, err
 	}
-	return l.id, nil
+	return l.id, replaced, nil
 }
 
 // Renew extends a lease by one TTL.
@@ -196,7 +215,7 @@ func (t *Table) Renew(key rpcdef.ServiceKey, leaseID string, owner Owner) error 
 	now := t.now() // read under the lock, so an Expire in progress sees the renewal
 	l, ok := t.m[key]
 	if !ok || !now.Before(l.expires) || l.id != leaseID {
-		return rpcdef.Errorf(rpcdef.CodeUnknownLease, "no lease %.8s… on %s: it expired or was replaced; register again", leaseID, key)
+		return rpcdef.Errorf(rpcdef.CodeUnknownLease, "no lease %.8s… on %s: it expired or was replaced (by a newer epoch, or a new registration); register again", leaseID, key)
 	}
 	if l.owner != owner.ID {
 		return rpcdef.Errorf(rpcdef.CodePermission, "lease on %s belongs to %s", key, l.owner)

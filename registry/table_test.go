@@ -877,7 +877,7 @@ func TestSnapshotGolden(t *testing.T) {
 	tb, clock, s := newTable(t)
 	mustRegister(t, tb, svc("metrics", "node-1", "10.0.0.2:9100"), bob)
 	clock.Advance(1500 * time.Millisecond)
-	mustRegister(t, tb, rpcdef.Service{ServiceKey: key("ClusterService", "lab"), Version: 2, Addr: "10.0.0.1:7000"}, alice)
+	mustRegister(t, tb, rpcdef.Service{ServiceKey: key("ClusterService", "lab"), Version: 2, Addr: "10.0.0.1:7000", Epoch: 3}, alice)
 	s.mu.Lock()
 	data := s.saves[len(s.saves)-1]
 	s.mu.Unlock()

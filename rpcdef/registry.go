@@ -5,6 +5,7 @@ package rpcdef
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -98,6 +99,30 @@ type Service struct {
 	ServiceKey
 	Version int    `json:"version"`
 	Addr    string `json:"addr"` // host:port
+	// Epoch orders registrations of one key: a master registers with its
+	// raft term. A live entry is replaced at once by a higher epoch and
+	// refused to a lower one (see OlderEpoch); equal epochs, and 0 (a
+	// service without terms), follow the owner rules.
+	Epoch uint64 `json:"epoch,omitempty"`
+}
+
+// olderEpoch is the part of the registry's refusal of a lower epoch that
+// OlderEpoch reads back: net/rpc carries only the error's string.
+const olderEpoch = "is older than the registered epoch"
+
+// OlderEpochError is the registry's refusal of a registration whose epoch
+// is lower than the live entry's: "epoch 3 is older than the registered
+// epoch 4: a newer leader holds this service".
+func OlderEpochError(key ServiceKey, epoch, registered uint64, owner, addr string) error {
+	return Errorf(CodeConflict, "%s: epoch %d %s %d: a newer leader holds this service (%s at %s)",
+		key, epoch, olderEpoch, registered, owner, addr)
+}
+
+// OlderEpoch says the registry refused a registration because the entry
+// it holds has a higher epoch: another master leads in a newer term.
+func OlderEpoch(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == CodeConflict && strings.Contains(e.Msg, " "+olderEpoch+" ")
 }
 
 // Lease states an entry can be in.
