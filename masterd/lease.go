@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/muster-lab/muster/conf"
 	"github.com/muster-lab/muster/internal/daemon"
 	"github.com/muster-lab/muster/internal/pki"
@@ -46,11 +48,17 @@ func (s *Server) keepLeases(ctx context.Context, epoch uint64) {
 	wg.Wait()
 }
 
-// keepLease registers ClusterService and renews it at a third of the TTL.
-// After an unknown-lease error (the registry restarted and dropped us, or
-// our lease ran out) it registers again. On the way out it unregisters.
+// keepLease registers ClusterService with epoch, this master's raft term,
+// and renews it at a third of the TTL. After an unknown-lease error (the
+// registry restarted and dropped us, our lease ran out, or a master of a
+// newer term replaced our entry) it registers again; the registry refuses
+// a registration older than the entry it holds, and keepLease keeps
+// trying with backoff until ctx ends, as it does when this master loses
+// leadership. On the way out it unregisters.
 func (s *Server) keepLease(ctx context.Context, reg *rpcdef.RegistryClient, epoch uint64) {
-	_ = epoch // TODO(registry epochs)
+	svc := s.svc // a copy: the server's own is shared by every registry's loop
+	svc.Epoch = epoch
+	key := svc.ServiceKey.String()
 	var lease string
 	var ttl time.Duration
 	var failing error
@@ -59,22 +67,22 @@ func (s *Server) keepLease(ctx context.Context, reg *rpcdef.RegistryClient, epoc
 		var wait time.Duration
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if lease == "" {
-			r, err := reg.Register(cctx, s.svc)
+			r, err := reg.Register(cctx, svc)
 			s.met.lease(false, err)
 			if err == nil {
 				lease, ttl = r.Lease, r.TTL
-				s.log.WithField("service", s.svc.ServiceKey.String()).Infof("registered %s at %s with %s (lease %v)", s.svc.ServiceKey, s.advertise, reg.Target(), ttl)
-				s.ready.Do(s.logReady)
+				s.log.WithFields(logrus.Fields{"service": key, "epoch": epoch}).Infof("registered %s at %s with %s, epoch %d (lease %v)", key, s.advertise, reg.Target(), epoch, ttl)
+				s.ready.Do(func() { s.logReady("leader") })
 			}
-			failing = s.leaseError(reg, failing, "register", err)
+			failing = s.leaseError(reg, failing, "register", epoch, err)
 		} else {
-			_, err := reg.Renew(cctx, s.svc.ServiceKey, lease)
+			_, err := reg.Renew(cctx, svc.ServiceKey, lease)
 			s.met.lease(true, err)
 			if errors.Is(err, rpcdef.ErrUnknownLease) {
-				s.log.WithField("service", s.svc.ServiceKey.String()).Warn("the registry no longer knows our lease (it restarted, or the lease ran out); registering again")
+				s.log.WithField("service", key).Warn("the registry no longer knows our lease (it restarted, the lease ran out, or a master of a newer term replaced it); registering again")
 				lease, err = "", nil
 			}
-			failing = s.leaseError(reg, failing, "renew", err)
+			failing = s.leaseError(reg, failing, "renew", epoch, err)
 		}
 		cancel()
 		switch {
@@ -90,12 +98,12 @@ func (s *Server) keepLease(ctx context.Context, reg *rpcdef.RegistryClient, epoc
 		case <-ctx.Done():
 			if lease != "" {
 				uctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				if err := reg.Release(uctx, s.svc.ServiceKey, lease); errors.Is(err, rpcdef.ErrUnknownLease) {
+				if err := reg.Release(uctx, svc.ServiceKey, lease); errors.Is(err, rpcdef.ErrUnknownLease) {
 					s.log.Warn("not unregistering: our entry in the registry was replaced by another master")
 				} else if err != nil {
 					s.log.WithError(err).Warn("unregister from the registry")
 				} else {
-					s.log.WithField("service", s.svc.ServiceKey.String()).Info("unregistered")
+					s.log.WithField("service", key).Info("unregistered")
 				}
 				cancel()
 			}
@@ -105,10 +113,16 @@ func (s *Server) keepLease(ctx context.Context, reg *rpcdef.RegistryClient, epoc
 	}
 }
 
-// leaseError logs a registry failure once, and its recovery.
-func (s *Server) leaseError(reg *rpcdef.RegistryClient, prev error, op string, err error) error {
+// leaseError logs a registry failure once, and its recovery. A refusal
+// for an older epoch is logged once too, apart from other failures: a
+// master of a newer term holds the service, and this one has lost, or is
+// about to lose, leadership.
+func (s *Server) leaseError(reg *rpcdef.RegistryClient, prev error, op string, epoch uint64, err error) error {
 	switch {
-	case err != nil && prev == nil:
+	case rpcdef.OlderEpoch(err) && !rpcdef.OlderEpoch(prev):
+		s.log.WithError(err).WithField("epoch", epoch).Warnf("%s %s with %s refused: another master leads with a newer term than ours (%d); retrying with backoff until this master steps down", op, s.svc.ServiceKey, reg.Target(), epoch)
+	case rpcdef.OlderEpoch(err):
+	case err != nil && (prev == nil || rpcdef.OlderEpoch(prev)):
 		s.log.WithError(err).Warnf("%s %s with %s failed; retrying with backoff", op, s.svc.ServiceKey, reg.Target())
 	case err == nil && prev != nil:
 		s.log.Infof("%s with %s works again", op, reg.Target())
