@@ -120,7 +120,6 @@ func (ms *Membership) emit(n *node, kind rpcdef.EventKind, reason string, now ti
 		ms.flapping = append(ms.flapping, n)
 	}
 	n.collapsed++
-	ms.dirty = true
 	ms.met.collapse()
 }
 

@@ -2,17 +2,14 @@ package masterd
 
 import (
 	"cmp"
-	"encoding/json"
-	"fmt"
-	"math"
+	"errors"
+		"fmt"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/muster-lab/muster/internal/pki"
 	"github.com/muster-lab/muster/rpcdef"
 )
 
@@ -22,11 +19,6 @@ const maxEvents = 4096
 
 // maxReplyEvents bounds the events in one Watch reply.
 const maxReplyEvents = 256
-
-// versionReserve is added to the event version written to the roster, so
-// that versions keep growing across a master restart even though the roster
-// is saved a little after the events it records.
-const versionReserve = 1 << 20
 
 // Timing is how the master judges its members.
 type Timing struct {
@@ -55,6 +47,10 @@ type node struct {
 	lateTicks int
 	budget    eventBudget // how many events it may still cause now
 	collapsed int         // its events since the budget ran out, not yet told
+	// told is its status as the replicated roll has it (or will, once the
+	// events proposed are committed): a node a new leader starts as
+	// unknown is still alive there, and its joining again tells nothing.
+	told rpcdef.Status
 }
 
 // maxSessions bounds the connections kept per node as evidence. slaved
@@ -121,8 +117,11 @@ func (r *cpuRing) samples() []CPUSample {
 	return out
 }
 
-// Membership is the master's roll: every node, its state, and the events
-// that changed it. All methods are safe for concurrent use.
+// Membership is the leader's roll: every node, its state and its liveness.
+// The state and the events that change it go through raft (propose) into
+// the replicated Roll, which every master serves watchers from; liveness
+// stays here. A follower's Membership holds no nodes and answers from the
+// Roll. All methods are safe for concurrent use.
 type Membership struct {
 	t       Timing
 	base    DetectorConfig   // as configured; t.Detector is scaled from it by pace
@@ -132,14 +131,21 @@ type Membership struct {
 	started time.Time
 	met     *masterMetrics // nil unless a Server made it
 
-	// feed is what watchers read, without taking mu: at one event,
-	// thousands of them wake at once.
-	feed atomic.Pointer[feed]
+	// roll is the replicated state: the events watchers read, without
+	// taking mu (at one event, thousands of them wake at once).
+	roll *Roll
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// leading: this master is the leader and judges. A follower has no
+	// nodes; its calls from slaves are refused with errFollower.
+	leading bool
+	// propose hands an event to raft; it returns at once, and the event
+	// is in roll once committed. ms.mu is held.
+	propose func(record)
+	// grace is how long a node a new leader found up may stay unknown
+	// before it is declared dead (see FailoverGrace).
+	grace   time.Duration
 	nodes   map[string]*node
-	version uint64    // feed's, kept here too for the code under mu
-	dirty   bool      // the roster on disk is behind
 	held    time.Time // verdicts are held because nobody heartbeated since then; zero if not
 	crowd   time.Time // when verdicts were held because a crowd was late at once; zero if not
 	judged  []verdict // Tick's, kept to save the allocation
@@ -163,34 +169,81 @@ type feed struct {
 	changed chan struct{}  // closed when the next feed replaces this one
 }
 
-// NewMembership makes an empty roll.
+// errFollower is a leader-only call's answer on a follower; the Session
+// turns it into rpcdef.NotLeader, naming the leader.
+var errFollower = errors.New("this master is not the leader")
+
+// NewMembership makes an empty roll that leads on its own: every event is
+// applied to its Roll at once, as a group of one whose commits never wait.
+// Unit tests use it; masterd's Server proposes through raft instead (see
+// Lead).
 func NewMembership(t Timing, log logrus.FieldLogger) *Membership {
 	t.Detector = t.Detector.WithDefaults()
 	ms := &Membership{
 		t: t, base: t.Detector, now: time.Now, log: log, self: NewSelfMonitor(t.Tick), started: time.Now(),
-		nodes: make(map[string]*node),
+		nodes: make(map[string]*node), roll: NewRoll(), leading: true, grace: t.Detector.MaxDead,
 	}
-	ms.feed.Store(&feed{changed: make(chan struct{})})
+	ms.propose = func(rec record) { ms.roll.apply([]record{rec}) }
 	return ms
 }
 
-// tell records an event and wakes the watchers. Most callers go through
-// emit, which keeps each node to its budget. ms.mu is held.
-func (ms *Membership) tell(n *node, kind rpcdef.EventKind, reason string, now time.Time) {
-	ms.version++
-	e := rpcdef.Event{Version: ms.version, Kind: kind, Node: n.m.Name, Incarnation: n.m.Incarnation,
-		Addr: n.m.Addr, Status: n.m.Status, At: now, Reason: reason}
-	old := ms.feed.Load()
-	events := old.events
-	if len(events) == maxEvents {
-		// A new array: readers of the old one keep it as it is.
-		events = append(make([]rpcdef.Event, 0, maxEvents), events[maxEvents/4:]...)
+// Lead makes this Membership the leader's, over its roll as committed so
+// far (the caller has waited for raft's Barrier). Every member the roll
+// has up is unknown until it is heard from, and dead if it is not within
+// grace; propose is how its events reach raft from now on.
+func (ms *Membership) Lead(grace time.Duration, propose func(record)) int {
+	members, _ := ms.roll.Members()
+	now := ms.now()
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	ms.nodes = make(map[string]*node, len(members))
+	for _, m := range members {
+		n := &node{m: m, told: m.Status}
+		if n.up() || m.Status == rpcdef.StatusUnknown {
+			ms.setStatus(n, rpcdef.StatusUnknown, now)
+		}
+		ms.nodes[m.Name] = n
 	}
-	ms.feed.Store(&feed{version: ms.version, events: append(events, e), changed: make(chan struct{})})
-	close(old.changed)
-	ms.dirty = true
+	ms.leading, ms.propose, ms.grace, ms.stopped = true, propose, grace, false
+	ms.held, ms.crowd, ms.recovering, ms.flapping = time.Time{}, time.Time{}, time.Time{}, nil
+	ms.self = NewSelfMonitor(ms.t.Tick)
+	ms.started = now
+	return len(members)
+}
+
+// Follow makes this Membership a follower's: it stops judging at once,
+// forgets what only the leader keeps, and refuses slaves' calls.
+func (ms *Membership) Follow() {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	ms.leading = false
+	ms.propose = func(record) {}
+	ms.nodes = make(map[string]*node)
+	ms.flapping = nil
+}
+
+// Leading says whether this master judges.
+func (ms *Membership) Leading() bool {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return ms.leading
+}
+
+// Roll is the replicated state this Membership proposes to.
+func (ms *Membership) Roll() *Roll { return ms.roll }
+
+// tell records an event: it is proposed to raft, and watchers see it once
+// it is committed. Most callers go through emit, which keeps each node to
+// its budget. ms.mu is held.
+func (ms *Membership) tell(n *node, kind rpcdef.EventKind, reason string, now time.Time) {
+	e := rpcdef.Event{Kind: kind, Node: n.m.Name, Incarnation: n.m.Incarnation,
+		Addr: n.m.Addr, Status: n.m.Status, At: now, Reason: reason}
+	m := n.m
+	m.Resources, m.LastHeartbeat = nil, time.Time{}
+	n.told = n.m.Status
+	ms.propose(record{Event: e, Member: m})
 	ms.met.event(kind)
-	f := ms.log.WithFields(logrus.Fields{"peer": n.m.Name, "event": kind, "version": e.Version})
+	f := ms.log.WithFields(logrus.Fields{"peer": n.m.Name, "event": kind})
 	if reason != "" {
 		f.Infof("%s %s: %s", n.m.Name, describe(kind), reason)
 	} else {
@@ -226,13 +279,21 @@ type Caller struct {
 // reply carries the roll unless noRoll.
 func (ms *Membership) Join(c Caller, inc uint64, noRoll bool) (rpcdef.JoinReply, error) {
 	ms.mu.Lock()
-	r, err := ms.joinLocked(c, inc, noRoll)
+	r, err := ms.joinLocked(c, inc)
 	ms.mu.Unlock()
-	sortMembers(r.Members) // outside the lock: joins come by the thousand
+	if err == nil && !noRoll {
+		// The replicated roll, at the version it is at: what watchers
+		// see, and never the unknowns of a leader that just took over.
+		r.Members, r.Version = ms.roll.Members()
+		sortMembers(r.Members) // outside the lock: joins come by the thousand
+	}
 	return r, err
 }
 
-func (ms *Membership) joinLocked(c Caller, inc uint64, noRoll bool) (rpcdef.JoinReply, error) {
+func (ms *Membership) joinLocked(c Caller, inc uint64) (rpcdef.JoinReply, error) {
+	if !ms.leading {
+		return rpcdef.JoinReply{}, errFollower
+	}
 	now := ms.now()
 	n, ok := ms.nodes[c.Node]
 	switch {
@@ -255,17 +316,16 @@ func (ms *Membership) joinLocked(c Caller, inc uint64, noRoll bool) (rpcdef.Join
 	default: // the same process again: after a master restart, a false death or a lost connection
 		was := n.m.Status
 		ms.admit(n, c, inc, now)
-		if was != rpcdef.StatusAlive {
+		// Unknown to a new leader but alive in the replicated roll: back
+		// as everyone believes it is, so nothing is written.
+		if was != rpcdef.StatusAlive && n.told != rpcdef.StatusAlive {
 			ms.emit(n, rpcdef.EventAlive, fmt.Sprintf("joined again (was %s)", was), now)
 		}
 	}
 	r := rpcdef.JoinReply{
-		Version:           ms.version,
+		Version:           ms.roll.Version(),
 		HeartbeatInterval: ms.interval(c.Node),
 		ReportInterval:    ms.t.Report,
-	}
-	if !noRoll {
-		r.Members = ms.rollLocked()
 	}
 	return r, nil
 }
@@ -291,6 +351,9 @@ func (ms *Membership) admit(n *node, c Caller, inc uint64, now time.Time) {
 // current finds the node a slave's call is about and checks its incarnation.
 // ms.mu is held.
 func (ms *Membership) current(name string, inc uint64) (*node, error) {
+	if !ms.leading {
+		return nil, errFollower
+	}
 	n, ok := ms.nodes[name]
 	if !ok {
 		return nil, rpcdef.Errorf(rpcdef.CodeNotJoined, "%s has not joined: call Join first", name)
@@ -318,7 +381,7 @@ func (ms *Membership) Heartbeat(c Caller, inc uint64) (rpcdef.HeartbeatReply, er
 	defer ms.mu.Unlock()
 	n, err := ms.current(c.Node, inc)
 	if err != nil {
-		return rpcdef.HeartbeatReply{Version: ms.version}, err
+		return rpcdef.HeartbeatReply{Version: ms.roll.Version()}, err
 	}
 	n.arr.Observe(now, &ms.t.Detector)
 	if !n.m.LastHeartbeat.IsZero() {
@@ -330,7 +393,7 @@ func (ms *Membership) Heartbeat(c Caller, inc uint64) (rpcdef.HeartbeatReply, er
 		ms.setStatus(n, rpcdef.StatusAlive, now)
 		ms.emit(n, rpcdef.EventAlive, "heartbeat arrived", now)
 	}
-	return rpcdef.HeartbeatReply{Version: ms.version, Interval: ms.interval(c.Node)}, nil
+	return rpcdef.HeartbeatReply{Version: ms.roll.Version(), Interval: ms.interval(c.Node)}, nil
 }
 
 // Report stores a resource report.
@@ -339,11 +402,11 @@ func (ms *Membership) Report(c Caller, inc uint64, r rpcdef.Resources) (uint64, 
 	defer ms.mu.Unlock()
 	n, err := ms.current(c.Node, inc)
 	if err != nil {
-		return ms.version, err
+		return ms.roll.Version(), err
 	}
 	n.m.Resources = &r
 	n.cpu.add(r.SampledAt, r.CPUPercent)
-	return ms.version, nil
+	return ms.roll.Version(), nil
 }
 
 // Leave marks a slave as gone on purpose.
@@ -373,7 +436,7 @@ func (ms *Membership) ConnClosed(name string, connID uint64) {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	n, ok := ms.nodes[name]
-	if !ok || ms.stopped {
+	if !ok || ms.stopped || !ms.leading {
 		return
 	}
 	i := slices.Index(n.sessions, connID)
@@ -413,6 +476,9 @@ func (ms *Membership) Forget(name string) error {
 	now := ms.now()
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
+	if !ms.leading {
+		return errFollower
+	}
 	n, ok := ms.nodes[name]
 	if !ok {
 		return rpcdef.Errorf(rpcdef.CodeNotFound, "no node %s", name)
@@ -427,6 +493,9 @@ func (ms *Membership) Evict(name, reason string) error {
 	now := ms.now()
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
+	if !ms.leading {
+		return errFollower
+	}
 	n, ok := ms.nodes[name]
 	if !ok {
 		return rpcdef.Errorf(rpcdef.CodeNotFound, "no node %s", name)
@@ -439,9 +508,12 @@ func (ms *Membership) Evict(name, reason string) error {
 
 // Tick runs the detector over every node. It is called every Timing.Tick.
 func (ms *Membership) Tick(now time.Time) {
-	stall := ms.self.Tick(now)
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
+	if !ms.leading {
+		return // a follower judges nobody
+	}
+	stall := ms.self.Tick(now)
 	ms.flush(now)
 	ms.pace(now)
 	if stall > 0 {
@@ -558,9 +630,9 @@ func (ms *Membership) Tick(now time.Time) {
 	}
 	for _, n := range ms.nodes {
 		if n.m.Status == rpcdef.StatusUnknown {
-			if now.Sub(n.m.StatusSince) >= ms.t.Detector.MaxDead {
+			if now.Sub(n.m.StatusSince) >= ms.grace {
 				ms.setStatus(n, rpcdef.StatusDead, now)
-				ms.emit(n, rpcdef.EventDead, fmt.Sprintf("not heard from within %v of the master's restart", ms.t.Detector.MaxDead), now)
+				ms.emit(n, rpcdef.EventDead, fmt.Sprintf("not heard from within %v of this master becoming the leader", ms.grace), now)
 			}
 			continue
 		}
@@ -651,18 +723,23 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-// Members returns the roll sorted by name, or one member.
+// Members returns the roll sorted by name, or one member. A follower
+// answers from the replicated roll: no resources, no heartbeat times.
 func (ms *Membership) Members(name string) (rpcdef.MembersReply, error) {
 	ms.mu.Lock()
+	if !ms.leading {
+		ms.mu.Unlock()
+		return ms.replicated(name)
+	}
 	if name != "" {
 		defer ms.mu.Unlock()
 		n, ok := ms.nodes[name]
 		if !ok {
 			return rpcdef.MembersReply{}, rpcdef.Errorf(rpcdef.CodeNotFound, "no node %s in the cluster", name)
 		}
-		return rpcdef.MembersReply{Version: ms.version, Members: []rpcdef.Member{n.m}}, nil
+		return rpcdef.MembersReply{Version: ms.roll.Version(), Members: []rpcdef.Member{n.m}}, nil
 	}
-	r := rpcdef.MembersReply{Version: ms.version, Members: make([]rpcdef.Member, 0, len(ms.nodes))}
+	r := rpcdef.MembersReply{Version: ms.roll.Version(), Members: make([]rpcdef.Member, 0, len(ms.nodes))}
 	for _, n := range ms.nodes {
 		r.Members = append(r.Members, n.m)
 	}
@@ -671,16 +748,18 @@ func (ms *Membership) Members(name string) (rpcdef.MembersReply, error) {
 	return r, nil
 }
 
-// rollLocked copies the roll for a slave: status, address and incarnation,
-// without resource reports (a slave's view keeps none of others'). Unsorted.
-func (ms *Membership) rollLocked() []rpcdef.Member {
-	out := make([]rpcdef.Member, 0, len(ms.nodes))
-	for _, n := range ms.nodes {
-		m := n.m
-		m.Resources = nil
-		out = append(out, m)
+// replicated is Members from the replicated roll.
+func (ms *Membership) replicated(name string) (rpcdef.MembersReply, error) {
+	if name != "" {
+		m, v, ok := ms.roll.Member(name)
+		if !ok {
+			return rpcdef.MembersReply{}, rpcdef.Errorf(rpcdef.CodeNotFound, "no node %s in the cluster", name)
+		}
+		return rpcdef.MembersReply{Version: v, Members: []rpcdef.Member{m}}, nil
 	}
-	return out
+	members, v := ms.roll.Members()
+	sortMembers(members)
+	return rpcdef.MembersReply{Version: v, Members: members}, nil
 }
 
 func sortMembers(ms []rpcdef.Member) {
@@ -691,17 +770,14 @@ func sortMembers(ms []rpcdef.Member) {
 // or returns false and a channel that is closed at the next event. It takes
 // no lock unless the watcher is too far behind and gets the whole roll.
 func (ms *Membership) Since(after uint64, reply *rpcdef.WatchReply) (bool, <-chan struct{}) {
-	f := ms.feed.Load()
+	f := ms.roll.feed.Load()
 	if after == f.version {
 		reply.Version = f.version
 		return false, f.changed
 	}
 	if f.resets(after) {
-		ms.mu.Lock()
 		reply.Reset = true
-		reply.Version = ms.version
-		reply.Members = ms.rollLocked()
-		ms.mu.Unlock()
+		reply.Members, reply.Version = ms.roll.Members()
 		sortMembers(reply.Members)
 		return true, nil
 	}
@@ -726,13 +802,13 @@ func (f *feed) resets(after uint64) bool {
 
 // Resets says whether a Watch after version after would be answered with
 // the whole roll.
-func (ms *Membership) Resets(after uint64) bool { return ms.feed.Load().resets(after) }
+func (ms *Membership) Resets(after uint64) bool { return ms.roll.feed.Load().resets(after) }
 
 // Pending says whether there is news for a watcher that has seen up to
 // version after (events, or a roll), and if not, returns the channel closed
 // at the next event and the current version.
 func (ms *Membership) Pending(after uint64) (bool, <-chan struct{}, uint64) {
-	f := ms.feed.Load()
+	f := ms.roll.feed.Load()
 	if after == f.version {
 		return false, f.changed, f.version
 	}
@@ -743,7 +819,7 @@ func (ms *Membership) Pending(after uint64) (bool, <-chan struct{}, uint64) {
 // and the version they lead up to: a watcher that starts from it misses
 // nothing.
 func (ms *Membership) Recent(n int) ([]rpcdef.Event, uint64) {
-	f := ms.feed.Load()
+	f := ms.roll.feed.Load()
 	return slices.Clone(f.events[max(0, len(f.events)-n):]), f.version
 }
 
@@ -762,88 +838,5 @@ func (ms *Membership) CPUHistory() map[string][]CPUSample {
 }
 
 // Version is the current event version.
-func (ms *Membership) Version() uint64 { return ms.feed.Load().version }
+func (ms *Membership) Version() uint64 { return ms.roll.Version() }
 
-// roster is the roll's form on disk.
-type roster struct {
-	Version uint64        `json:"version"`
-	Nodes   []rosterEntry `json:"nodes"`
-}
-
-type rosterEntry struct {
-	Name         string        `json:"name"`
-	Incarnation  uint64        `json:"incarnation"`
-	Addr         string        `json:"addr"`
-	Status       rpcdef.Status `json:"status"`
-	JoinedAt     time.Time     `json:"joined_at"`
-	StatusSince  time.Time     `json:"status_since"`
-	CertNotAfter time.Time     `json:"cert_not_after"`
-}
-
-// Snapshot returns the roster to save if it changed since the last call.
-func (ms *Membership) Snapshot() ([]byte, bool, error) {
-	ms.mu.Lock()
-	if !ms.dirty {
-		ms.mu.Unlock()
-		return nil, false, nil
-	}
-	r := roster{Version: ms.version + versionReserve, Nodes: make([]rosterEntry, 0, len(ms.nodes))}
-	for _, n := range ms.nodes {
-		r.Nodes = append(r.Nodes, rosterEntry{Name: n.m.Name, Incarnation: n.m.Incarnation, Addr: n.m.Addr,
-			Status: n.m.Status, JoinedAt: n.m.JoinedAt, StatusSince: n.m.StatusSince, CertNotAfter: n.m.CertNotAfter})
-	}
-	ms.dirty = false
-	ms.mu.Unlock()
-	slices.SortFunc(r.Nodes, func(a, b rosterEntry) int { return cmp.Compare(a.Name, b.Name) })
-	data, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		ms.MarkDirty()
-		return nil, false, err
-	}
-	return data, true, nil
-}
-
-// MarkDirty asks for the roster to be saved again (after a failed write).
-func (ms *Membership) MarkDirty() {
-	ms.mu.Lock()
-	ms.dirty = true
-	ms.mu.Unlock()
-}
-
-// Restore loads a saved roster into an empty roll. Nodes that were alive or
-// suspect are unknown until they join again, and dead if they do not within
-// MaxDead; dead and left nodes stay so.
-func (ms *Membership) Restore(data []byte) (int, error) {
-	var r roster
-	if err := json.Unmarshal(data, &r); err != nil {
-		return 0, fmt.Errorf("decode roster: %w", err)
-	}
-	if r.Version > math.MaxUint64/2 {
-		return 0, fmt.Errorf("roster version %d is out of range", r.Version)
-	}
-	now := ms.now()
-	nodes := make(map[string]*node, len(r.Nodes))
-	for i, e := range r.Nodes {
-		if err := pki.ValidName(e.Name); err != nil {
-			return 0, fmt.Errorf("roster entry %d: %w", i, err)
-		}
-		if _, dup := nodes[e.Name]; dup {
-			return 0, fmt.Errorf("roster entry %d: %s is listed twice", i, e.Name)
-		}
-		switch e.Status {
-		case rpcdef.StatusAlive, rpcdef.StatusSuspect, rpcdef.StatusUnknown:
-			e.Status, e.StatusSince = rpcdef.StatusUnknown, now
-		case rpcdef.StatusDead, rpcdef.StatusLeft:
-		default:
-			return 0, fmt.Errorf("roster entry %s has status %q", e.Name, e.Status)
-		}
-		nodes[e.Name] = &node{m: rpcdef.Member{Name: e.Name, Incarnation: e.Incarnation, Addr: e.Addr,
-			Status: e.Status, JoinedAt: e.JoinedAt, StatusSince: e.StatusSince, CertNotAfter: e.CertNotAfter}}
-	}
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	ms.nodes = nodes
-	ms.version = r.Version
-	ms.feed.Store(&feed{version: r.Version, changed: ms.feed.Load().changed})
-	return len(nodes), nil
-}

@@ -303,13 +303,7 @@ func TestFreshNodeDetectedAtFullSpeed(t *testing.T) {
 				for i := range tc.slaves {
 					old.Join(Caller{Node: fmt.Sprintf("n%05d", i), ConnID: uint64(i + 1)}, 1, true)
 				}
-				data, _, err := old.Snapshot()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := ms.Restore(data); err != nil {
-					t.Fatal(err)
-				}
+				restart(t, old, ms)
 			}
 			rng := rand.New(rand.NewPCG(uint64(tc.slaves), 5))
 			phases := make([]time.Duration, tc.slaves)

@@ -7,13 +7,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
+
 	"net"
 	"net/http"
 	"net/rpc"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,7 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/muster-lab/muster/conf"
-	"github.com/muster-lab/muster/internal/atomicfile"
+
 	"github.com/muster-lab/muster/internal/daemon"
 	"github.com/muster-lab/muster/internal/dashboard"
 	"github.com/muster-lab/muster/internal/metrics"
@@ -31,9 +32,9 @@ import (
 )
 
 const (
+	// rosterFile is where an older version kept the roster; it is imported
+	// into the raft group once.
 	rosterFile = "roster.json"
-	// saveEvery bounds how far the roster on disk lags the roll.
-	saveEvery = 200 * time.Millisecond
 	// maxWatchWait caps how long one Watch call blocks.
 	maxWatchWait = 30 * time.Second
 )
@@ -52,6 +53,8 @@ type Server struct {
 	fanout    *pacer // paces Watch replies when an event wakes every watcher
 	rolls     rollBudgets
 	ready     sync.Once
+	group     *group
+	masters   atomic.Pointer[mastersList] // told to slaves
 
 	prom    *prometheus.Registry // this master's metrics, served at /metrics
 	met     *masterMetrics
@@ -88,18 +91,11 @@ func New(cfg *conf.Master, log logrus.FieldLogger) (*Server, error) {
 		return nil, fmt.Errorf("detector settings: %w", err)
 	}
 	s.ms.met = s.met
-	data, err := os.ReadFile(s.roster)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-	case err != nil:
-		return nil, fmt.Errorf("read roster: %w", err)
-	default:
-		n, err := s.ms.Restore(data)
-		if err != nil {
+	s.ms.Follow() // until raft says this master leads
+	if data, err := os.ReadFile(s.roster); err == nil {
+		if _, err := decodeRoster(data); err != nil {
 			return nil, fmt.Errorf("%s: %w (move it aside to start with an empty roll)", s.roster, err)
 		}
-		log.Infof("restored %d nodes from %s; those that were up are unknown until they join again, and dead if they do not within %v",
-			n, s.roster, maxDead)
 	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -130,6 +126,10 @@ func New(cfg *conf.Master, log logrus.FieldLogger) (*Server, error) {
 	s.svc = rpcdef.Service{ServiceKey: rpcdef.ServiceKey{Name: rpcdef.ClusterService, Instance: cfg.Cluster},
 		Version: rpcdef.ClusterVersion, Addr: s.advertise}
 	s.regs = dialRegistries(cfg)
+	if s.group, err = startGroup(cfg, s.ms.Roll(), s); err != nil {
+		s.Close()
+		return nil, err
+	}
 	if err := s.listenHTTP(); err != nil {
 		s.Close()
 		return nil, err
@@ -186,17 +186,25 @@ func (s *Server) Run(ctx context.Context) error {
 	// The membership stops before the listener closes the connections.
 	serveCtx, stopServing := context.WithCancel(context.Background())
 	defer stopServing()
-	context.AfterFunc(gctx, func() { s.ms.Stop(); stopServing() })
+	context.AfterFunc(gctx, func() {
+		s.ms.Stop()
+		// A leader hands over first, so that the others do not wait out
+		// an election timeout; the connections close after.
+		hctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		s.handOver(hctx)
+		cancel()
+		stopServing()
+	})
 	g.Go(func() error { return s.srv.Serve(serveCtx) })
 	g.Go(func() error { daemon.Every(gctx, s.ms.t.Tick, s.ms.Tick); return nil })
-	g.Go(func() error { daemon.Every(gctx, saveEvery, func(time.Time) { s.save() }); return nil })
+	g.Go(func() error { s.lead(gctx); return nil })
+	g.Go(func() error { s.follow(gctx); return nil })
 	if left, dead := s.cfg.ReapLeft.D(), s.cfg.ReapDead.D(); left > 0 || dead > 0 {
 		g.Go(func() error {
 			daemon.Every(gctx, reapEvery(left, dead), func(now time.Time) { s.ms.Reap(now, left, dead) })
 			return nil
 		})
 	}
-	g.Go(func() error { s.keepLeases(gctx, 0); return nil })
 	if s.dash != nil {
 		g.Go(func() error { return s.dash.Run(gctx) })
 	}
@@ -219,11 +227,10 @@ func (s *Server) Run(ctx context.Context) error {
 		select {
 		case err = <-done:
 		case <-t.C:
-			err = fmt.Errorf("not stopped within %v of being asked (the master is overloaded): exiting anyway, with the roster saved", stopWithin)
+			err = fmt.Errorf("not stopped within %v of being asked (the master is overloaded): exiting anyway; the roll is in raft's log", stopWithin)
 		}
 		t.Stop()
 	}
-	s.save()
 	return err
 }
 
@@ -247,24 +254,18 @@ func (s *Server) Close() error {
 	for _, r := range s.regs {
 		r.c.Close()
 	}
-	return s.srv.Close()
-}
-
-func (s *Server) save() {
-	data, ok, err := s.ms.Snapshot()
-	if err != nil || !ok {
-		return
+	var gerr error
+	if s.group != nil {
+		gerr = s.group.g.Shutdown()
 	}
-	if err := atomicfile.Write(s.roster, data, 0o600); err != nil {
-		s.ms.MarkDirty()
-		s.log.WithError(err).Error("save roster")
-	}
+	return errors.Join(s.srv.Close(), gerr)
 }
 
 // logReady logs the one line that says this master serves: slaves can find
 // it in the registry, and it answers them. Scripts and tests wait for it.
-func (s *Server) logReady() {
-	f := logrus.Fields{"addr": s.srv.Addr().String(), "advertise": s.advertise, "cluster": s.cfg.Cluster}
+func (s *Server) logReady(role string) {
+	f := logrus.Fields{"addr": s.srv.Addr().String(), "advertise": s.advertise, "cluster": s.cfg.Cluster,
+		"role": role, "raft": s.group.g.Addr()}
 	if s.http != nil {
 		f["http"] = s.http.URL()
 	}

@@ -117,12 +117,15 @@ func (x *Session) Join(args *rpcdef.JoinArgs, reply *rpcdef.JoinReply) error {
 	}
 	r, err := x.s.ms.Join(c, args.Incarnation, args.NoRoll)
 	if err != nil {
-		return err
+		return x.s.leaderOnly(err)
 	}
 	if left := time.Until(c.CertNotAfter); left < certWarning && x.expiry.CompareAndSwap(false, true) {
 		x.log.Warnf("%s's certificate expires in %v: reissue it and send that slave SIGHUP", c.Node, left.Round(time.Minute))
 	}
 	r.Master = x.s.cfg.Store.Identity().String()
+	if ml := x.s.masters.Load(); ml != nil {
+		r.Masters, r.MastersVersion = ml.list, ml.version
+	}
 	*reply = r
 	return nil
 }
@@ -135,8 +138,11 @@ func (x *Session) Heartbeat(args *rpcdef.HeartbeatArgs, reply *rpcdef.HeartbeatR
 		return err
 	}
 	r, err := x.s.ms.Heartbeat(c, args.Incarnation)
+	if ml := x.s.masters.Load(); ml != nil && args.MastersVersion != ml.version {
+		r.Masters, r.MastersVersion = ml.list, ml.version
+	}
 	*reply = r
-	return err
+	return x.s.leaderOnly(err)
 }
 
 // Report stores the calling slave's resource figures.
@@ -151,7 +157,7 @@ func (x *Session) Report(args *rpcdef.ReportArgs, reply *rpcdef.ReportReply) err
 	}
 	v, err := x.s.ms.Report(c, args.Incarnation, args.Resources)
 	reply.Version = v
-	return err
+	return x.s.leaderOnly(err)
 }
 
 // Leave marks the calling slave as gone on purpose.
@@ -163,7 +169,7 @@ func (x *Session) Leave(args *rpcdef.LeaveArgs, _ *rpcdef.Empty) error {
 	if err := args.Validate(); err != nil {
 		return err
 	}
-	return x.s.ms.Leave(c, args.Incarnation, args.Reason)
+	return x.s.leaderOnly(x.s.ms.Leave(c, args.Incarnation, args.Reason))
 }
 
 // Members returns the roll. Any certificate of the cluster may read it.
@@ -238,7 +244,7 @@ func (x *Session) Forget(args *rpcdef.ForgetArgs, _ *rpcdef.Empty) error {
 	if err := x.admin("Forget"); err != nil {
 		return err
 	}
-	return x.s.ms.Forget(args.Node)
+	return x.s.committed(x.s.ms.Forget(args.Node))
 }
 
 // Evict declares a node dead now (admin only).
@@ -249,5 +255,41 @@ func (x *Session) Evict(args *rpcdef.EvictArgs, _ *rpcdef.Empty) error {
 	if err := args.Validate(); err != nil {
 		return err
 	}
-	return x.s.ms.Evict(args.Node, args.Reason)
+	return x.s.committed(x.s.ms.Evict(args.Node, args.Reason))
+}
+
+// Status tells this master's state in the group. Any certificate of the
+// cluster may ask.
+func (x *Session) Status(_ *rpcdef.StatusArgs, reply *rpcdef.MasterStatus) error {
+	*reply = x.s.Status()
+	return nil
+}
+
+// Announce records a follower's ClusterService address (masters only, each
+// for its own name).
+func (x *Session) Announce(args *rpcdef.AnnounceArgs, _ *rpcdef.Empty) error {
+	id := x.peer.Identity
+	if id.Role != pki.RoleMaster || args.Name != id.Name {
+		x.warnf("refused Announce of %s by %s: only a master announces, and only itself", clip(args.Name), id)
+		return rpcdef.Errorf(rpcdef.CodePermission, "%s may not announce %s: only a master announces, and only itself", id, clip(args.Name))
+	}
+	return x.s.announce(args.Name, args.Addr)
+}
+
+// AddMaster adds a master to the group (admin only).
+func (x *Session) AddMaster(args *rpcdef.AddMasterArgs, _ *rpcdef.Empty) error {
+	if err := x.admin("AddMaster"); err != nil {
+		return err
+	}
+	x.log.Infof("%s asks to add master %s at %s", x.peer.Identity, clip(args.Name), clip(args.RaftAddr))
+	return x.s.addMaster(args.Name, args.RaftAddr)
+}
+
+// RemoveMaster removes a master from the group (admin only).
+func (x *Session) RemoveMaster(args *rpcdef.RemoveMasterArgs, _ *rpcdef.Empty) error {
+	if err := x.admin("RemoveMaster"); err != nil {
+		return err
+	}
+	x.log.Infof("%s asks to remove master %s", x.peer.Identity, clip(args.Name))
+	return x.s.removeMaster(args.Name)
 }

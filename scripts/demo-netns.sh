@@ -587,9 +587,9 @@ await master "$logm" 'msg=ready' 20
 until_alive 3 30 || die "the slaves did not all rejoin within 30 s of the master's restart"
 restart_ms=$(($(now_ms) - t_start))
 after=$(roll || true)
-restored=$(tail -n +"$((logm + 1))" logs/master.log | sed -nE 's/.*restored ([0-9]+) nodes.*/\1/p' | head -n 1)
+restored=$(tail -n +"$((logm + 1))" logs/master.log | sed -nE 's/.*leads the group in term [0-9]+: ([0-9]+) members.*/\1/p' | head -n 1)
 say "The master's log since the restart:"
-logsince logs/master.log "$logm" 'restored|registered| is '
+logsince logs/master.log "$logm" 'leads the group|registered| is '
 say "node-1's:"
 logsince logs/node-1.log "$log1"
 must ip netns exec "$(ns node-1)" rpc-query members

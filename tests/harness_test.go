@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -143,12 +144,23 @@ func (l *lab) config(example, dir string, set map[string]string) string {
 		l.t.Fatal(err)
 	}
 	text := string(data)
+	var dotted []string
 	for k, v := range set {
+		if strings.Contains(k, ".") {
+			// A key of a table the example leaves commented out, such as
+			// raft.peers: a dotted key before the first table.
+			dotted = append(dotted, k+" = "+v)
+			continue
+		}
 		re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(k) + ` = .*$`)
 		if !re.MatchString(text) {
 			l.t.Fatalf("%s has no line %q = ...: the test and the example drifted apart", example, k)
 		}
 		text = re.ReplaceAllString(text, k+" = "+v)
+	}
+	if len(dotted) > 0 {
+		slices.Sort(dotted)
+		text = strings.Join(dotted, "\n") + "\n" + text
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		l.t.Fatal(err)
