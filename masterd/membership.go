@@ -3,7 +3,7 @@ package masterd
 import (
 	"cmp"
 	"errors"
-		"fmt"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -839,4 +839,3 @@ func (ms *Membership) CPUHistory() map[string][]CPUSample {
 
 // Version is the current event version.
 func (ms *Membership) Version() uint64 { return ms.roll.Version() }
-
