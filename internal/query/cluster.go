@@ -26,36 +26,77 @@ type clusterAPI interface {
 type master struct {
 	clusterAPI
 	entry rpcdef.Entry
+	// namedBy is the address of the master whose NotLeader answer named
+	// this one the leader; "" when the registry or --master gave it.
+	namedBy string
 }
 
 // dialMaster finds the master of --cluster in the registry, or takes
 // --master, and makes a client that reaches it over mutual TLS, accepting
 // only a master certificate. The connection itself is made at the first call.
 func (q *query) dialMaster(ctx context.Context) (*master, error) {
+	if _, err := q.store(q.cmd); err != nil {
+		return nil, err
+	}
+	key := rpcdef.ServiceKey{Name: rpcdef.ClusterService, Instance: q.o.cluster}
+	if q.o.master != "" {
+		return q.connectAt(ctx, rpcdef.Entry{Service: rpcdef.Service{ServiceKey: key, Addr: q.o.master}})
+	}
+	e, err := q.lookupEntry(ctx, key)
+	if errors.Is(err, rpcdef.ErrNotFound) {
+		return nil, fmt.Errorf("no master of cluster %s in the registry: %s is not registered (is masterd running? --cluster names another cluster; rpc-query services lists what is registered; --master HOST:PORT skips the registry)", q.o.cluster, key)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return q.connectAt(ctx, e)
+}
+
+// dialEntry makes a client of the master at e.Addr over mutual TLS,
+// accepting only a master certificate. It connects at the first call.
+func (q *query) dialEntry(_ context.Context, e rpcdef.Entry) (*master, error) {
 	st, err := q.store(q.cmd)
 	if err != nil {
 		return nil, err
 	}
-	key := rpcdef.ServiceKey{Name: rpcdef.ClusterService, Instance: q.o.cluster}
-	var e rpcdef.Entry
-	if q.o.master != "" {
-		e = rpcdef.Entry{Service: rpcdef.Service{ServiceKey: key, Addr: q.o.master}}
-	} else {
-		reg, err := q.registry()
-		if err != nil {
-			return nil, err
-		}
-		e, err = reg.Lookup(ctx, key)
-		if errors.Is(err, rpcdef.ErrNotFound) {
-			return nil, fmt.Errorf("no master of cluster %s in the registry: %s is not registered (is masterd running? --cluster names another cluster; rpc-query services lists what is registered; --master HOST:PORT skips the registry)", q.o.cluster, key)
-		}
-		if err != nil {
-			return nil, q.explain(err)
-		}
-	}
 	c := rpcdef.NewClusterClient("master at "+e.Addr, rpcdef.DialTLS(e.Addr, st.ClientConfig(pki.ExpectRole(pki.RoleMaster))))
 	return &master{clusterAPI: c, entry: e}, nil
 }
+
+// errNoLeader is a follower's NotLeader that names no leader.
+var errNoLeader = errors.New("no leader is known (an election is under way): retry in a moment")
+
+// atLeader runs call on m, a call only the raft leader serves. If m is a
+// follower that names the leader, call runs once more on the leader (one
+// hop, not a chase). It returns the master whose answer counts, for the
+// caller's messages and to close: m, or the leader.
+func (q *query) atLeader(ctx context.Context, m *master, call func(clusterAPI) error) (*master, error) {
+	err := call(m.clusterAPI)
+	name, addr, ok := rpcdef.LeaderOf(err)
+	switch {
+	case errors.Is(err, rpcdef.ErrNotLeader) && !ok:
+		return m, errNoLeader
+	case !ok:
+		return m, err
+	}
+	e := rpcdef.Entry{Service: rpcdef.Service{ServiceKey: m.entry.ServiceKey, Addr: addr}}
+	lm, err := q.connectAt(ctx, e)
+	if err != nil {
+		return m, err
+	}
+	lm.namedBy = m.entry.Addr
+	err = call(lm.clusterAPI)
+	if errors.Is(err, rpcdef.ErrNotLeader) {
+		err = leaderMovedError(fmt.Sprintf("the master at %s named %s at %s the leader, but it is not the leader either (%v): leadership is changing hands; retry in a moment", m.entry.Addr, name, addr, err))
+	}
+	return lm, err
+}
+
+// leaderMovedError is a leader, named by a follower, that says it is not
+// the leader: no second hop is taken.
+type leaderMovedError string
+
+func (e leaderMovedError) Error() string { return string(e) }
 
 // explainMaster turns a failed call to the master into what to do about it.
 func (q *query) explainMaster(m *master, err error) error {
@@ -64,6 +105,8 @@ func (q *query) explainMaster(m *master, err error) error {
 	switch {
 	case errors.As(err, &coded):
 		return fmt.Errorf("the master at %s refused: %w", addr, err)
+	case errors.Is(err, syscall.ECONNREFUSED) && m.namedBy != "":
+		return fmt.Errorf("cannot reach the leader at %s: connection refused (the master at %s named it the leader; rpc-query masters shows the group)", addr, m.namedBy)
 	case errors.Is(err, syscall.ECONNREFUSED) && q.o.master != "":
 		return fmt.Errorf("cannot reach the master at %s: connection refused (is masterd running there? --master %s skips the registry)", addr, q.o.master)
 	case errors.Is(err, syscall.ECONNREFUSED):
@@ -199,11 +242,14 @@ func (q *query) asAdmin(cmd string) error {
 	return nil
 }
 
-// adminCall runs an admin command's call on the master.
-func (q *query) adminCall(ctx context.Context, cmd, node string, call func(admin) error) error {
-	if err := pki.ValidName(node); err != nil {
-		return usageError(fmt.Sprintf("%s %s: %v", cmd, node, err))
-	}
+// errUnsupported is what a call returns when the client of the master
+// lacks the method (a test's fake).
+var errUnsupported = errors.New("the client has no such method")
+
+// adminCall runs an admin command's call on the leader, found as atLeader
+// finds it. subject is what cmd acts on, for messages; notFound is the
+// message for a not-found answer.
+func (q *query) adminCall(ctx context.Context, cmd, subject, notFound string, call func(clusterAPI) error) error {
 	if q.o.cert != "" {
 		if err := q.asAdmin(cmd); err != nil {
 			return err
@@ -214,24 +260,42 @@ func (q *query) adminCall(ctx context.Context, cmd, node string, call func(admin
 		return err
 	}
 	defer m.Close()
-	a, ok := m.clusterAPI.(admin)
-	if !ok {
-		return fmt.Errorf("the client of the master at %s cannot %s", m.entry.Addr, cmd)
+	at, err := q.atLeader(ctx, m, call)
+	if at != m {
+		defer at.Close()
 	}
-	err = call(a)
 	switch {
+	case errors.Is(err, errUnsupported):
+		return fmt.Errorf("the client of the master at %s cannot %s", at.entry.Addr, cmd)
+	case errors.Is(err, errNoLeader), errors.As(err, new(leaderMovedError)):
+		return err
 	case errors.Is(err, rpcdef.ErrNotFound):
-		return fmt.Errorf("no member %s in cluster %s (rpc-query members lists them)", node, q.o.cluster)
+		return errors.New(notFound)
 	case errors.Is(err, rpcdef.ErrPermission):
-		return fmt.Errorf("%s %s: the master at %s refused: %w (it takes an admin certificate)", cmd, node, m.entry.Addr, err)
+		return fmt.Errorf("%s %s: the master at %s refused: %w (it takes an admin certificate)", cmd, subject, at.entry.Addr, err)
 	case err != nil:
-		return q.explainMaster(m, err)
+		return q.explainMaster(at, err)
 	}
 	return nil
 }
 
+// memberAdmin runs forget or evict on the leader.
+func (q *query) memberAdmin(ctx context.Context, cmd, node string, call func(admin) error) error {
+	if err := pki.ValidName(node); err != nil {
+		return usageError(fmt.Sprintf("%s %s: %v", cmd, node, err))
+	}
+	notFound := fmt.Sprintf("no member %s in cluster %s (rpc-query members lists them)", node, q.o.cluster)
+	return q.adminCall(ctx, cmd, node, notFound, func(c clusterAPI) error {
+		a, ok := c.(admin)
+		if !ok {
+			return errUnsupported
+		}
+		return call(a)
+	})
+}
+
 func (q *query) forget(ctx context.Context, node string) error {
-	if err := q.adminCall(ctx, "forget", node, func(a admin) error { return a.Forget(ctx, node) }); err != nil {
+	if err := q.memberAdmin(ctx, "forget", node, func(a admin) error { return a.Forget(ctx, node) }); err != nil {
 		return err
 	}
 	if q.o.output == "json" {
@@ -246,7 +310,7 @@ func (q *query) evict(ctx context.Context, node string) error {
 	if reason == "" {
 		reason = "rpc-query evict"
 	}
-	if err := q.adminCall(ctx, "evict", node, func(a admin) error { return a.Evict(ctx, node, reason) }); err != nil {
+	if err := q.memberAdmin(ctx, "evict", node, func(a admin) error { return a.Evict(ctx, node, reason) }); err != nil {
 		return err
 	}
 	if q.o.output == "json" {

@@ -62,18 +62,42 @@ commands:
                             An accepted one is real: the master then marks
                             NODE suspect when this connection closes, until
                             NODE's next heartbeat.
+  masters                   every master of the raft group, each asked for its
+                            own state (leader, follower, candidate, or
+                            unreachable), term, last contact with the leader
+                            and applied index; the leader first
+  masters add NAME HOST:PORT
+                            add the master NAME, started with raft.join =
+                            true, to the group at its raft address (admin
+                            certificate)
+  masters remove NAME       remove the master NAME from the group (admin
+                            certificate); stop its masterd after
   help                      this text (as --help)
 
 The registry is reached over its local UNIX socket by default, with no
 certificate. --registry HOST:PORT reaches a remote one over mutual TLS with the
 certificate given by --ca, --cert and --key (an admin certificate, usually);
-ping always needs one, to talk to the service itself.
+ping always needs one, to talk to the service itself. With several masters
+there is a registry on each master host: give them all, comma-separated
+(--registry 10.0.0.1:7111,10.0.0.2:7111,10.0.0.3:7111), and each is asked in
+turn, within a share of --timeout, until one answers; an error names every
+registry asked and what it said.
 
-members, top, watch, wait member(s), forget, evict and heartbeat find the master
-of --cluster in the registry (ClusterService/CLUSTER), or dial --master
-HOST:PORT without asking the registry, and reach it over mutual TLS with that
-certificate; they accept only a server with a master certificate. view needs
-no certificate: it reads slaved's local socket.
+members, top, watch, wait member(s), forget, evict, heartbeat and masters find
+the master of --cluster in the registry (ClusterService/CLUSTER), or dial
+--master HOST:PORT without asking the registry, and reach it over mutual TLS
+with that certificate; they accept only a server with a master certificate.
+view needs no certificate: it reads slaved's local socket.
+
+Only the raft leader acts on forget, evict and masters add/remove: a follower
+that names the leader is asked once more at the leader's address. While no
+leader is known (an election) they fail with exit 1: retry in a moment.
+masters asks every master in the group for its Status, each within 2s, and
+exits 4 if one does not answer or none leads, after printing the table:
+
+  rpc-query masters                         # the group; or -o wide, -o json
+  rpc-query masters remove m3               # m3's host died: out of the group
+  rpc-query masters add m3 10.0.0.13:7114   # its replacement (raft.join = true)
 
 --timeout bounds a whole command (default 5s; wait: 30s), except watch, which
 runs until SIGINT or SIGTERM (and exits 0); there it bounds each call, and a
@@ -99,7 +123,8 @@ exit status:
   1  failed: unreachable, refused, not found
   2  wrong usage (an unknown flag, command or value)
   3  wait timed out
-  4  members NODE found, but not alive (suspect, dead, left or unknown)
+  4  members NODE found, but not alive (suspect, dead, left or unknown);
+     masters: a master did not answer, or no leader is known
 
 flags (also read from MUSTER_REGISTRY, MUSTER_REGISTRY_SOCKET, MUSTER_CA,
 MUSTER_CERT, MUSTER_KEY, MUSTER_CLUSTER, MUSTER_MASTER, MUSTER_SLAVE_SOCKET):
@@ -177,7 +202,7 @@ func (q *query) flags() *flag.FlagSet {
 	fs := flag.NewFlagSet("rpc-query", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are printed by main, as one line
 	fs.StringVar(&o.socket, "socket", env("MUSTER_REGISTRY_SOCKET", rpcdef.DefaultRegistrySocket), "the registry's local `socket`")
-	fs.StringVar(&o.registry, "registry", env("MUSTER_REGISTRY", ""), "a remote registry's `HOST:PORT` (TLS; needs --ca, --cert, --key)")
+	fs.StringVar(&o.registry, "registry", env("MUSTER_REGISTRY", ""), "registries' `HOST:PORT`, comma-separated (TLS; needs --ca, --cert, --key)")
 	fs.StringVar(&o.master, "master", env("MUSTER_MASTER", ""), "dial the master at `HOST:PORT` directly, without the registry")
 	fs.StringVar(&o.ca, "ca", env("MUSTER_CA", ""), "CA bundle `file`")
 	fs.StringVar(&o.cert, "cert", env("MUSTER_CERT", ""), "certificate `file`")
@@ -304,6 +329,8 @@ func (q *query) main(ctx context.Context, args []string) int {
 		err = q.need(rest, 1, "evict NODE [--reason R]").then(func() error { return q.evict(cmdCtx, rest[0]) })
 	case "heartbeat":
 		err = q.need(rest, 1, "heartbeat NODE [--incarnation N]").then(func() error { return q.heartbeat(cmdCtx, rest[0]) })
+	case "masters":
+		err = q.mastersCmd(cmdCtx, rest)
 	default:
 		err = usageError(fmt.Sprintf("unknown command %q (run 'rpc-query --help' for the list)", cmd))
 	}
@@ -350,6 +377,10 @@ var outputs = map[string][]string{
 	"forget":    {"", "json"},
 	"evict":     {"", "json"},
 	"heartbeat": {"", "json"},
+	"masters":   {"", "wide", "json", "name"},
+	// masters add and masters remove
+	"masters add":    {"", "json"},
+	"masters remove": {"", "json"},
 }
 
 // sortKeys says which --sort-by keys a command takes; the first is the default.
@@ -382,8 +413,11 @@ func (q *query) checkFlags(cmd string, rest []string) error {
 	if single {
 		form = "member"
 	}
+	if cmd == "masters" && len(rest) > 0 && (rest[0] == "add" || rest[0] == "remove") {
+		form = "masters " + rest[0]
+	}
 	switch cmd {
-	case "members", "top", "watch", "heartbeat", "wait", "forget", "evict":
+	case "members", "top", "watch", "heartbeat", "wait", "forget", "evict", "masters":
 		if err := pki.ValidName(o.cluster); err != nil {
 			return usageError(fmt.Sprintf("--cluster: %v", err))
 		}
@@ -392,6 +426,13 @@ func (q *query) checkFlags(cmd string, rest []string) error {
 		if _, _, err := net.SplitHostPort(o.master); err != nil {
 			return usageError(fmt.Sprintf("--master %q: want HOST:PORT, like 127.0.0.1:7112", o.master))
 		}
+	}
+	if o.registry != "" {
+		addrs, err := parseRegistries(o.registry)
+		if err != nil {
+			return err
+		}
+		q.regAddrs = addrs
 	}
 	if o.incarnation.set && cmd != "heartbeat" {
 		return usageError(fmt.Sprintf("--incarnation applies to heartbeat, not %s", cmd))
@@ -409,7 +450,7 @@ func (q *query) checkFlags(cmd string, rest []string) error {
 		o.output = "json"
 	}
 	if allowed, ok := outputs[form]; ok && !slices.Contains(allowed, o.output) {
-		what := cmd
+		what := form
 		if single {
 			what = "members NODE"
 		}
@@ -418,8 +459,8 @@ func (q *query) checkFlags(cmd string, rest []string) error {
 		}
 		return usageError(fmt.Sprintf("-o %s: %s takes -o %s, or no -o", o.output, what, joinList(allowed)))
 	}
-	if o.noHeaders && !slices.Contains([]string{"members", "top", "services", "view"}, form) {
-		return usageError(fmt.Sprintf("--no-headers applies to the tables of members, top, services and view, not %s", strings.Join(append([]string{cmd}, rest...), " ")))
+	if o.noHeaders && !slices.Contains([]string{"members", "top", "services", "view", "masters"}, form) {
+		return usageError(fmt.Sprintf("--no-headers applies to the tables of members, top, services, view and masters, not %s", strings.Join(append([]string{cmd}, rest...), " ")))
 	}
 	if o.sortBy != "" {
 		keys, ok := sortKeys[form]
@@ -591,23 +632,28 @@ type query struct {
 	cmd         string
 	want        map[rpcdef.Status]bool    // --status; nil means every member
 	kinds       map[rpcdef.EventKind]bool // watch --kind; nil means every kind
-	reg         *rpcdef.RegistryClient
+	regAddrs    []string                  // --registry, parsed; none: the local socket
+	regs        []registryConn            // the registries, dialled at their first call
+	regFirst    int                       // the registry to ask first: the one that answered last
 	st          *pki.Store
 
 	// What tests replace.
 	now        func() time.Time
 	loc        *time.Location
-	connect    func(ctx context.Context) (*master, error) // finds and dials the master
-	watchWait  time.Duration                              // how long one Watch call waits for events
-	pollEvery  time.Duration                              // how often wait asks again
-	backoffMin time.Duration                              // first pause before reconnecting
+	connect    func(ctx context.Context) (*master, error)                 // finds and dials the master
+	connectAt  func(ctx context.Context, e rpcdef.Entry) (*master, error) // dials the master at e.Addr
+	statusWait time.Duration                                              // how long masters waits for each master's Status
+	watchWait  time.Duration                                              // how long one Watch call waits for events
+	pollEvery  time.Duration                                              // how often wait asks again
+	backoffMin time.Duration                                              // first pause before reconnecting
 	backoffMax time.Duration
 }
 
 func newQuery(stdout, stderr io.Writer) *query {
 	q := &query{out: stdout, errOut: stderr, now: time.Now, loc: time.Local,
-		watchWait: 20 * time.Second, pollEvery: 200 * time.Millisecond, backoffMin: 250 * time.Millisecond, backoffMax: 10 * time.Second}
+		watchWait: 20 * time.Second, statusWait: 2 * time.Second, pollEvery: 200 * time.Millisecond, backoffMin: 250 * time.Millisecond, backoffMax: 10 * time.Second}
 	q.connect = q.dialMaster
+	q.connectAt = q.dialEntry
 	return q
 }
 
@@ -623,8 +669,8 @@ func (q *query) need(args []string, n int, synopsis string) check {
 }
 
 func (q *query) close() {
-	if q.reg != nil {
-		q.reg.Close()
+	for _, r := range q.regs {
+		r.c.Close()
 	}
 }
 
@@ -645,52 +691,10 @@ func (q *query) store(why string) (*pki.Store, error) {
 	return st, nil
 }
 
-// registry connects to the registry: the local socket, or --registry over TLS.
-func (q *query) registry() (*rpcdef.RegistryClient, error) {
-	if q.reg != nil {
-		return q.reg, nil
-	}
-	if q.o.registry != "" {
-		st, err := q.store("--registry " + q.o.registry)
-		if err != nil {
-			return nil, err
-		}
-		q.reg = rpcdef.NewRegistryClient("registry "+q.o.registry, rpcdef.DialTLS(q.o.registry, st.ClientConfig(pki.ExpectRole(pki.RoleRegistry))))
-	} else {
-		q.reg = rpcdef.NewRegistryClient("registry socket "+q.o.socket, rpcdef.DialUnix(q.o.socket))
-	}
-	return q.reg, nil
-}
-
-// explain turns a failure to reach the registry into what to do about it.
-func (q *query) explain(err error) error {
-	if q.o.registry == "" && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)) {
-		return fmt.Errorf("cannot reach the registry: nothing listens on %s (is registryd running? use --socket PATH, or --registry HOST:PORT for a remote one)", q.o.socket)
-	}
-	if q.o.registry == "" && errors.Is(err, syscall.EACCES) {
-		return fmt.Errorf("cannot reach the registry: permission denied on %s", q.o.socket)
-	}
-	if errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("cannot reach the registry at %s: connection refused (is registryd running there?)", q.o.registry)
-	}
-	if strings.Contains(err.Error(), "rpc: can't find ") {
-		where := "the socket " + q.o.socket
-		if q.o.registry != "" {
-			where = "the server at " + q.o.registry
-		}
-		return fmt.Errorf("%s does not serve the registry: is it registryd's? (--socket PATH, or --registry HOST:PORT)", where)
-	}
-	return err
-}
-
 func (q *query) services(ctx context.Context) error {
-	reg, err := q.registry()
+	entries, err := q.listEntries(ctx)
 	if err != nil {
 		return err
-	}
-	entries, err := reg.List(ctx)
-	if err != nil {
-		return q.explain(err)
 	}
 	switch q.o.output {
 	case "json":
@@ -727,16 +731,12 @@ func (q *query) lookup(ctx context.Context, arg string) error {
 	if err != nil {
 		return usageError(err.Error())
 	}
-	reg, err := q.registry()
-	if err != nil {
-		return err
-	}
-	e, err := reg.Lookup(ctx, key)
+	e, err := q.lookupEntry(ctx, key)
 	if errors.Is(err, rpcdef.ErrNotFound) {
 		return fmt.Errorf("%s is not registered (rpc-query services lists what is)", key)
 	}
 	if err != nil {
-		return q.explain(err)
+		return err
 	}
 	switch q.o.output {
 	case "json":
@@ -786,16 +786,12 @@ func (q *query) pingKey(ctx context.Context, key rpcdef.ServiceKey) (pinged, err
 	if err != nil {
 		return pinged{}, err
 	}
-	reg, err := q.registry()
-	if err != nil {
-		return pinged{}, err
-	}
-	e, err := reg.Lookup(ctx, key)
+	e, err := q.lookupEntry(ctx, key)
 	if errors.Is(err, rpcdef.ErrNotFound) {
 		return pinged{}, fmt.Errorf("%s is not registered (is its daemon running? rpc-query services lists what is)", key)
 	}
 	if err != nil {
-		return pinged{}, q.explain(err)
+		return pinged{}, err
 	}
 	var server pki.Identity
 	accept := func(id pki.Identity) error {

@@ -276,7 +276,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"top", "--name", "["}, `--name "[": not a valid pattern`},
 		{[]string{"watch", "--kind", "dead,exploded"}, `--kind "dead,exploded": unknown event kind "exploded": want a comma-separated list of joined, rejoined, suspect, alive, dead, left, forgotten`},
 		{[]string{"members", "--kind", "dead"}, "--node and --kind filter the events of watch, not members"},
-		{[]string{"members", "node-1", "--no-headers"}, "--no-headers applies to the tables of members, top, services and view, not members node-1"},
+		{[]string{"members", "node-1", "--no-headers"}, "--no-headers applies to the tables of members, top, services, view and masters, not members node-1"},
 		{[]string{"--json", "-o", "wide", "top"}, "--json and -o wide disagree"},
 		{[]string{"wait"}, "usage: rpc-query wait service NAME[/INSTANCE] | wait member NODE --for STATE | wait members --alive N"},
 		{[]string{"wait", "member", "node-1"}, "wait member node-1: say which state with --for: alive, suspect, dead, left, gone"},
