@@ -130,6 +130,7 @@ func New(cfg *conf.Master, log logrus.FieldLogger) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	s.prom.MustRegister(newGroupCollector(s))
 	if err := s.listenHTTP(); err != nil {
 		s.Close()
 		return nil, err
