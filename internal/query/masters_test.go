@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -629,5 +630,31 @@ func TestMastersOverTLS(t *testing.T) {
 	code, _, errOut = l.run(t, "--cert", cert, "--key", key, "masters", "-o", "name")
 	if code != exitNotAlive {
 		t.Errorf("masters with a slave certificate: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// TestEpoch shows the epoch a leader registered with (its raft term) in
+// services -o wide, services -o json and lookup.
+func TestEpoch(t *testing.T) {
+	l := newTestLab(t)
+	key := rpcdef.ServiceKey{Name: rpcdef.ClusterService, Instance: "lab"}
+	l.reg.entries[key] = rpcdef.Entry{Service: rpcdef.Service{ServiceKey: key, Version: rpcdef.ClusterVersion, Addr: "127.0.0.1:7200", Epoch: 7},
+		Owner: "spiffe://lab/master/m1", State: rpcdef.StateLive}
+	probe := rpcdef.ServiceKey{Name: "Probe", Instance: "p1"}
+	l.reg.entries[probe] = rpcdef.Entry{Service: rpcdef.Service{ServiceKey: probe, Version: 1, Addr: "127.0.0.1:7400"}, Owner: "spiffe://lab/admin/ops", State: rpcdef.StateLive}
+
+	code, out, errOut := l.run(t, "services", "-o", "wide")
+	if code != exitOK || !strings.Contains(out, " EPOCH ") || !regexp.MustCompile(`(?m)^ClusterService +lab +1 +127\.0\.0\.1:7200 +spiffe://lab/master/m1 +7 `).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^Probe +p1 +1 +127\.0\.0\.1:7400 +spiffe://lab/admin/ops +- `).MatchString(out) {
+		t.Errorf("services -o wide: exit %d, stderr %q:\n%s", code, errOut, out)
+	}
+	code, out, _ = l.run(t, "lookup", "ClusterService/lab")
+	if want := "ClusterService/lab version 1 at 127.0.0.1:7200 (owner spiffe://lab/master/m1, epoch 7, live, lease 0.0s left)\n"; code != exitOK || out != want {
+		t.Errorf("lookup: exit %d, %q; want %q", code, out, want)
+	}
+	code, out, _ = l.run(t, "lookup", "ClusterService/lab", "-o", "json")
+	var e entryJSON
+	if err := strictDecode([]byte(out), &e); code != exitOK || err != nil || e.Epoch != 7 {
+		t.Errorf("lookup -o json: exit %d, %v: %s", code, err, out)
 	}
 }

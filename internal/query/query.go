@@ -709,7 +709,7 @@ func (q *query) services(ctx context.Context) error {
 	wide := q.o.output == "wide"
 	if !q.o.noHeaders {
 		if wide {
-			fmt.Fprintln(tw, "NAME\tINSTANCE\tVERSION\tADDRESS\tOWNER\tTTL\tLEFT\tSTATE\tSINCE")
+			fmt.Fprintln(tw, "NAME\tINSTANCE\tVERSION\tADDRESS\tOWNER\tEPOCH\tTTL\tLEFT\tSTATE\tSINCE")
 		} else {
 			fmt.Fprintln(tw, "NAME\tINSTANCE\tVERSION\tADDRESS\tOWNER\tTTL\tSTATE")
 		}
@@ -717,7 +717,8 @@ func (q *query) services(ctx context.Context) error {
 	p := q.printer()
 	for _, e := range entries {
 		if wide {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Name, e.Instance, e.Version, e.Addr, dash(e.Owner), seconds(e.TTL), seconds(e.Remaining), e.State, p.whenOr(e.Since, false, "-"))
+			// EPOCH is a master's raft term; - for a service without terms.
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Name, e.Instance, e.Version, e.Addr, dash(e.Owner), epoch(e.Epoch), seconds(e.TTL), seconds(e.Remaining), e.State, p.whenOr(e.Since, false, "-"))
 			continue
 		}
 		// The owner without its scheme: the table fits 80 columns (-o wide has it whole).
@@ -744,6 +745,10 @@ func (q *query) lookup(ctx context.Context, arg string) error {
 	case "name":
 		_, err := fmt.Fprintln(q.out, e.ServiceKey)
 		return err
+	}
+	if e.Epoch != 0 {
+		fmt.Fprintf(q.out, "%s version %d at %s (owner %s, epoch %d, %s, lease %s left)\n", e.ServiceKey, e.Version, e.Addr, e.Owner, e.Epoch, e.State, seconds(e.Remaining))
+		return nil
 	}
 	fmt.Fprintf(q.out, "%s version %d at %s (owner %s, %s, lease %s left)\n", e.ServiceKey, e.Version, e.Addr, e.Owner, e.State, seconds(e.Remaining))
 	return nil
@@ -891,16 +896,27 @@ func roundRTT(d time.Duration) time.Duration {
 	return d.Round(10 * time.Microsecond)
 }
 
+// epoch is an entry's epoch for a table: - when it has none.
+func epoch(n uint64) string {
+	if n == 0 {
+		return "-"
+	}
+	return strconv.FormatUint(n, 10)
+}
+
 func seconds(d time.Duration) string {
 	return fmt.Sprintf("%.1fs", d.Seconds())
 }
 
+// entryJSON is a registry entry. Epoch is the registering master's raft
+// term; 0 for a service without terms.
 type entryJSON struct {
 	Name             string    `json:"name"`
 	Instance         string    `json:"instance"`
 	Version          int       `json:"version"`
 	Address          string    `json:"address"`
 	Owner            string    `json:"owner"`
+	Epoch            uint64    `json:"epoch"`
 	TTLSeconds       float64   `json:"ttl_seconds"`
 	RemainingSeconds float64   `json:"remaining_seconds"`
 	State            string    `json:"state"`
@@ -910,7 +926,7 @@ type entryJSON struct {
 func jsonEntries(es []rpcdef.Entry) []entryJSON {
 	out := make([]entryJSON, len(es))
 	for i, e := range es {
-		out[i] = entryJSON{Name: e.Name, Instance: e.Instance, Version: e.Version, Address: e.Addr, Owner: e.Owner,
+		out[i] = entryJSON{Name: e.Name, Instance: e.Instance, Version: e.Version, Address: e.Addr, Owner: e.Owner, Epoch: e.Epoch,
 			TTLSeconds: e.TTL.Seconds(), RemainingSeconds: e.Remaining.Seconds(), State: e.State, Since: e.Since}
 	}
 	return out
