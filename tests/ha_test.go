@@ -2,6 +2,10 @@ package tests
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"os"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -380,4 +384,47 @@ func TestHAFailover(t *testing.T) {
 	for _, m := range masterNames {
 		h.masters[m].stop()
 	}
+}
+
+// TestHARaftPortRefuses dials a real master's raft port as what must not
+// get in: a slave of the cluster, and a master certified by another CA for
+// another cluster. Each is refused; a master of the group is still served.
+func TestHARaftPortRefuses(t *testing.T) {
+	h := newHA(t)
+	m := h.masters["m1"]
+	raftAddr := m.waitLine(`msg=ready .*raft="?([^" ]+)"?`, 10*time.Second)[1]
+	other := newLab(t)
+	other.certgen("ca", "--dir", other.certs, "--cluster", "other", "--force")
+	for _, c := range []struct {
+		what string
+		st   *pki.Store
+	}{
+		{"a slave of the cluster", h.l.store(h.l.issue(pki.RoleSlave, "node-9"))},
+		{"a master of another cluster and CA", other.store(other.issue(pki.RoleMaster, "m2", "--host", "127.0.0.1"))},
+	} {
+		cfg := c.st.ClientConfig(nil)
+		cfg.InsecureSkipVerify = true // the attacker does not care who answers
+		cfg.VerifyPeerCertificate = nil
+		cfg.VerifyConnection = nil
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", raftAddr, cfg)
+		if err == nil {
+			// TLS 1.3: the server's refusal of the client's certificate
+			// arrives as an alert on the first read.
+			conn.SetDeadline(time.Now().Add(3 * time.Second))
+			conn.Write([]byte{0}) // raft's first byte is the RPC type
+			_, err = conn.Read(make([]byte, 1))
+			conn.Close()
+		}
+		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("%s reached raft at %s: %v", c.what, raftAddr, err)
+		} else {
+			t.Logf("%s refused: %v", c.what, err)
+		}
+	}
+	h.leader(10 * time.Second)
+	waitFor(t, 10*time.Second, "the refusals counted", func() (bool, string) {
+		fams := scrape(t, httpURL(m.proc, "metrics and the dashboard")+"metrics")
+		v := value(fams, "muster_master_raft_refused_connections_total")
+		return v >= 2, fmt.Sprint(v)
+	})
 }
