@@ -289,6 +289,7 @@ func (w *haWatcher) saw(node string, kind rpcdef.EventKind) bool {
 //   - One registry SIGKILLed: failover and joins still work.
 //   - All three masters SIGKILLed and restarted: the roll and the events
 //     are kept, and a slave killed while they were down is reported dead.
+//   - SIGTERM on the leader hands leadership over before it exits.
 func TestHAFailover(t *testing.T) {
 	h := newHA(t, "node-1", "node-2", "node-3")
 	first := h.leader(10 * time.Second)
@@ -366,7 +367,10 @@ func TestHAFailover(t *testing.T) {
 		}
 		m2, _ := member(r.Members, "node-2")
 		m1, _ := member(r.Members, "node-1")
-		return m2.Status == rpcdef.StatusDead && m1.Status == rpcdef.StatusAlive, fmt.Sprintf("node-1 %s, node-2 %s", m1.Status, m2.Status)
+		// The version too: the leader's Members is ahead of what is
+		// committed by the time a raft entry takes.
+		return m2.Status == rpcdef.StatusDead && m1.Status == rpcdef.StatusAlive && r.Version > before.Version,
+			fmt.Sprintf("node-1 %s, node-2 %s, version %d", m1.Status, m2.Status, r.Version)
 	})
 	after, err := cc.Members(ctx(t), "")
 	if err != nil {
@@ -378,11 +382,26 @@ func TestHAFailover(t *testing.T) {
 	if bad := w.check("node-3", "node-2"); bad != "" {
 		t.Fatalf("across the restart of every master, the watcher saw: %s", bad)
 	}
+
+	// 5. SIGTERM on the leader hands leadership over before it exits.
+	stopped := time.Now()
+	h.masters[last].stop()
+	if h.masters[last].count("leadership handed over") != 1 {
+		t.Errorf("%s did not hand leadership over on SIGTERM", last)
+	}
+	next := h.leader(5*time.Second, last)
+	h.heardBy(next, stopped, 20*time.Second, "node-1", "node-4")
+	t.Logf("handover: %s stopped, %s heard every slave %v later", last, next, time.Since(stopped).Round(time.Millisecond))
+	if bad := w.check("node-3", "node-2"); bad != "" {
+		t.Fatalf("across the handover, the watcher saw: %s", bad)
+	}
 	for _, n := range []string{"node-1", "node-4"} {
 		h.slaves[n].stop()
 	}
 	for _, m := range masterNames {
-		h.masters[m].stop()
+		if m != last {
+			h.masters[m].stop()
+		}
 	}
 }
 
