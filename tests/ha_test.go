@@ -20,7 +20,7 @@ import (
 // haLab is three registries, three masters in one raft group, and slaves,
 // each a real process, as issue 15 asks: one registryd per master host.
 type haLab struct {
-	t       *testing.T
+	t       testing.TB
 	l       *lab
 	regs    []*registryd
 	regList string // the registries as a TOML array
@@ -38,7 +38,7 @@ type haMaster struct {
 
 var masterNames = []string{"m1", "m2", "m3"}
 
-func newHA(t *testing.T, slaves ...string) *haLab {
+func newHA(t testing.TB, slaves ...string) *haLab {
 	t.Helper()
 	h := &haLab{t: t, l: newLab(t), masters: map[string]*haMaster{}, slaves: map[string]*slave{}}
 	var addrs []string
@@ -106,7 +106,10 @@ func (h *haLab) startRegistry(name string) *registryd {
 
 func (h *haLab) startSlave(name string) *slave {
 	h.t.Helper()
-	f := h.l.issue(pki.RoleSlave, name)
+	f := h.l.files(pki.RoleSlave, name)
+	if _, err := os.Stat(f.Cert); err != nil {
+		h.l.issue(pki.RoleSlave, name)
+	}
 	dir := filepath.Join(h.l.dir, name)
 	s := &slave{name: name, socket: filepath.Join(h.l.dir, "run", "slaved-"+name+".sock")}
 	s.config = h.l.config("slave.toml", dir, map[string]string{
@@ -446,4 +449,62 @@ func TestHARaftPortRefuses(t *testing.T) {
 		v := value(fams, "muster_master_raft_refused_connections_total")
 		return v >= 2, fmt.Sprint(v)
 	})
+}
+
+// BenchmarkFailover: SIGKILL the leader and one slave (node-3) together;
+// the time until the new leader has accepted a heartbeat from both live
+// slaves (failover), and until it reports node-3 dead (the failover grace:
+// max_dead + 2 s + N/500 s). Then the old leader and node-3 start again.
+// Three registries, three masters, three slaved, real processes. Run with
+// -benchtime 20x.
+func BenchmarkFailover(b *testing.B) {
+	h := newHA(b, "node-1", "node-2", "node-3")
+	leader := h.leader(10 * time.Second)
+	h.heardBy(leader, time.Now(), 10*time.Second, "node-1", "node-2", "node-3")
+	var followers []string
+	for _, m := range masterNames {
+		if m != leader {
+			followers = append(followers, m)
+		}
+	}
+	w := h.watch(append(followers, leader)...)
+	var failover, dead []time.Duration
+	falseDeaths := 0
+	for b.Loop() {
+		t0 := time.Now()
+		h.masters[leader].kill()
+		h.slaves["node-3"].kill()
+		next := h.leader(10*time.Second, leader)
+		h.heardBy(next, t0, 30*time.Second, "node-1", "node-2")
+		failover = append(failover, time.Since(t0))
+		waitFor(b, 60*time.Second, "node-3 reported dead", func() (bool, string) {
+			return w.deadAfter("node-3", t0), w.check("node-3")
+		})
+		dead = append(dead, time.Since(t0))
+		b.StopTimer()
+		if w.check("node-3") != "" {
+			falseDeaths++
+		}
+		h.masters[leader].proc = start(b, "masterd", "--config", h.masters[leader].cfg)
+		h.masters[leader].addr = h.masters[leader].ready()
+		h.startSlave("node-3")
+		h.heardBy(next, time.Now(), 20*time.Second, "node-3")
+		leader = next
+		b.StartTimer()
+	}
+	report(b, "failover", failover)
+	report(b, "killed-during-failover-dead", dead)
+	b.ReportMetric(float64(falseDeaths), "false-deaths")
+}
+
+// deadAfter says whether the watcher saw node's dead event at or after t.
+func (w *haWatcher) deadAfter(node string, t time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, e := range w.events {
+		if e.Node == node && e.Kind == rpcdef.EventDead && !e.At.Before(t) {
+			return true
+		}
+	}
+	return false
 }
