@@ -317,6 +317,23 @@ func TestHAFailover(t *testing.T) {
 	if bad := w.check(); bad != "" {
 		t.Fatalf("after the failover, the watcher saw: %s", bad)
 	}
+	// Fencing: a late registration of the deposed leader, at the epoch of
+	// its term, is refused by every registry (the new leader's is higher).
+	var oldTerm uint64
+	fmt.Sscan(h.masters[first].waitLine(`leads the group in term (\d+)`, time.Second)[1], &oldTerm)
+	old := h.l.store(h.l.files(pki.RoleMaster, first))
+	for _, r := range h.regs {
+		waitFor(t, 10*time.Second, "the new leader's registration with "+r.addr, func() (bool, string) {
+			e, err := tlsRegistry(t, h.admin, r.addr).Lookup(ctx(t), rpcdef.ServiceKey{Name: rpcdef.ClusterService, Instance: "lab"})
+			return err == nil && e.Epoch > oldTerm, fmt.Sprintf("%+v, %v", e, err)
+		})
+		_, err := tlsRegistry(t, old, r.addr).Register(ctx(t), rpcdef.Service{
+			ServiceKey: rpcdef.ServiceKey{Name: rpcdef.ClusterService, Instance: "lab"},
+			Version:    rpcdef.ClusterVersion, Addr: h.masters[first].addr, Epoch: oldTerm})
+		if !rpcdef.OlderEpoch(err) {
+			t.Errorf("registry %s took %s's registration at its old epoch %d: %v", r.addr, first, oldTerm, err)
+		}
+	}
 
 	// 2. The old leader comes back as a follower.
 	h.masters[first].proc = start(t, "masterd", "--config", h.masters[first].cfg)
