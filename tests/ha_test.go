@@ -27,6 +27,7 @@ type haLab struct {
 	masters map[string]*haMaster
 	slaves  map[string]*slave
 	admin   *pki.Store
+	mu      sync.Mutex // guards the masters' addr: the watcher reads it
 }
 
 type haMaster struct {
@@ -74,7 +75,7 @@ func newHA(t testing.TB, slaves ...string) *haLab {
 		h.masters[m].proc = start(t, "masterd", "--config", h.masters[m].cfg)
 	}
 	for _, m := range masterNames {
-		h.masters[m].addr = h.masters[m].ready()
+		h.setAddr(m, h.masters[m].ready())
 	}
 	h.admin = h.l.store(h.l.issue(pki.RoleAdmin, "ops"))
 	for _, n := range slaves {
@@ -126,9 +127,29 @@ func (h *haLab) startSlave(name string) *slave {
 	return s
 }
 
+// restartMaster starts master m again, on its config and state.
+func (h *haLab) restartMaster(m string) {
+	h.t.Helper()
+	h.masters[m].proc = start(h.t, "masterd", "--config", h.masters[m].cfg)
+	h.setAddr(m, h.masters[m].ready())
+}
+
+func (h *haLab) setAddr(m, addr string) {
+	h.mu.Lock()
+	h.masters[m].addr = addr
+	h.mu.Unlock()
+}
+
+// addr is master m's ClusterService address.
+func (h *haLab) addr(m string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.masters[m].addr
+}
+
 // client is an admin's ClusterService client of one master.
 func (h *haLab) client(m string) *rpcdef.ClusterClient {
-	cc := rpcdef.NewClusterClient("master "+m, rpcdef.DialTLS(h.masters[m].addr, h.admin.ClientConfig(pki.ExpectRole(pki.RoleMaster))))
+	cc := rpcdef.NewClusterClient("master "+m, rpcdef.DialTLS(h.addr(m), h.admin.ClientConfig(pki.ExpectRole(pki.RoleMaster))))
 	h.t.Cleanup(func() { cc.Close() })
 	return cc
 }
@@ -221,7 +242,7 @@ func (h *haLab) watch(order ...string) *haWatcher {
 			w.mu.Lock()
 			w.m = m
 			w.mu.Unlock()
-			cc := rpcdef.NewClusterClient("master "+m, rpcdef.DialTLS(h.masters[m].addr, h.admin.ClientConfig(pki.ExpectRole(pki.RoleMaster))))
+			cc := rpcdef.NewClusterClient("master "+m, rpcdef.DialTLS(h.addr(m), h.admin.ClientConfig(pki.ExpectRole(pki.RoleMaster))))
 			for ctx.Err() == nil {
 				wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
 				r, err := cc.Watch(wctx, after, time.Second)
@@ -329,15 +350,14 @@ func TestHAFailover(t *testing.T) {
 		})
 		_, err := tlsRegistry(t, old, r.addr).Register(ctx(t), rpcdef.Service{
 			ServiceKey: rpcdef.ServiceKey{Name: rpcdef.ClusterService, Instance: "lab"},
-			Version:    rpcdef.ClusterVersion, Addr: h.masters[first].addr, Epoch: oldTerm})
+			Version:    rpcdef.ClusterVersion, Addr: h.addr(first), Epoch: oldTerm})
 		if !rpcdef.OlderEpoch(err) {
 			t.Errorf("registry %s took %s's registration at its old epoch %d: %v", r.addr, first, oldTerm, err)
 		}
 	}
 
 	// 2. The old leader comes back as a follower.
-	h.masters[first].proc = start(t, "masterd", "--config", h.masters[first].cfg)
-	h.masters[first].addr = h.masters[first].ready()
+	h.restartMaster(first)
 	h.masters[first].waitLine(`role=follower`, 10*time.Second)
 
 	// 3. One registry is SIGKILLed, then the leader, and node-3 with it:
@@ -362,8 +382,7 @@ func TestHAFailover(t *testing.T) {
 	})
 
 	// 4. All three masters SIGKILLed; node-2 dies while they are down.
-	h.masters[second].proc = start(t, "masterd", "--config", h.masters[second].cfg)
-	h.masters[second].addr = h.masters[second].ready()
+	h.restartMaster(second)
 	before, err := cc.Members(ctx(t), "")
 	if err != nil {
 		t.Fatal(err)
@@ -376,7 +395,7 @@ func TestHAFailover(t *testing.T) {
 		h.masters[m].proc = start(t, "masterd", "--config", h.masters[m].cfg)
 	}
 	for _, m := range masterNames {
-		h.masters[m].addr = h.masters[m].ready()
+		h.setAddr(m, h.masters[m].ready())
 	}
 	last := h.leader(10 * time.Second)
 	cc = h.client(last)
@@ -502,8 +521,7 @@ func BenchmarkFailover(b *testing.B) {
 		if w.check("node-3") != "" {
 			falseDeaths++
 		}
-		h.masters[leader].proc = start(b, "masterd", "--config", h.masters[leader].cfg)
-		h.masters[leader].addr = h.masters[leader].ready()
+		h.restartMaster(leader)
 		h.startSlave("node-3")
 		h.heardBy(next, time.Now(), 20*time.Second, "node-3")
 		leader = next
