@@ -2,6 +2,7 @@ package slaved
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/rpc"
@@ -97,6 +98,7 @@ type fakeRegistry struct {
 	mu   sync.Mutex
 	addr string
 	n    int
+	at   []time.Time // when each lookup came
 }
 
 func (r *fakeRegistry) set(addr string) {
@@ -117,6 +119,7 @@ func (x *registrySession) Lookup(args *rpcdef.LookupArgs, reply *rpcdef.LookupRe
 	x.r.mu.Lock()
 	defer x.r.mu.Unlock()
 	x.r.n++
+	x.r.at = append(x.r.at, time.Now())
 	if args.Key.Name != rpcdef.ClusterService || args.Key.Instance != "lab" || x.r.addr == "" {
 		return rpcdef.Errorf(rpcdef.CodeNotFound, "%s is not registered", args.Key)
 	}
@@ -141,6 +144,28 @@ func startRegistry(t *testing.T, dir string) (*fakeRegistry, string) {
 	return r, path
 }
 
+// lookupTimes are when the lookups came.
+func (r *fakeRegistry) lookupTimes() []time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]time.Time(nil), r.at...)
+}
+
+// startTLSRegistry serves the fake registry on 127.0.0.1:0 over mutual TLS
+// with st, a registry's certificate.
+func startTLSRegistry(t *testing.T, st *pki.Store) (*fakeRegistry, string) {
+	t.Helper()
+	r := &fakeRegistry{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, ln, &tlsConfigSource{st}, func(srv *rpc.Server, _ tlsrpc.Peer) (func(), error) {
+		return nil, srv.RegisterName(rpcdef.RegistryReceiver, &registrySession{r: r})
+	})
+	return r, ln.Addr().String()
+}
+
 // call is one call the fake master received.
 type call struct {
 	method string
@@ -148,6 +173,7 @@ type call struct {
 	inc    uint64
 	conn   uint64
 	at     time.Time
+	mv     uint64 // a heartbeat's MastersVersion
 }
 
 // fakeMaster serves ClusterService with just enough logic for a slave:
@@ -155,19 +181,26 @@ type call struct {
 type fakeMaster struct {
 	t     *testing.T
 	addr  string
+	id    string // its certificate's identity
 	srv   *tlsrpc.Server
 	hb    time.Duration
 	rep   time.Duration
 	mu    sync.Mutex
 	calls []call
-	// joinErr, if set, is returned by Join; hbErrs are returned by the
-	// next heartbeats, one each.
-	joinErr error
-	hbErrs  []error
-	version uint64
-	events  []rpcdef.Event
-	members []rpcdef.Member
-	changed chan struct{}
+	// joinErrs are returned by the next joins, one each, and then joinErr,
+	// if set, by every one; hbErrs are returned by the next heartbeats, one
+	// each, and then hbErr, if set, by every one.
+	joinErrs []error
+	joinErr  error
+	hbErrs   []error
+	hbErr    error
+	// masters and mastersVersion are the masters list it sends.
+	masters        []rpcdef.MasterAddr
+	mastersVersion uint64
+	version        uint64
+	events         []rpcdef.Event
+	members        []rpcdef.Member
+	changed        chan struct{}
 }
 
 // startMaster serves a fake master on 127.0.0.1:0 (or addr) with st.
@@ -180,7 +213,7 @@ func startMaster(t *testing.T, st *pki.Store, addr string) *fakeMaster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &fakeMaster{t: t, addr: ln.Addr().String(), hb: 50 * time.Millisecond, rep: 100 * time.Millisecond, version: 1, changed: make(chan struct{})}
+	m := &fakeMaster{t: t, addr: ln.Addr().String(), id: st.Identity().String(), hb: 50 * time.Millisecond, rep: 100 * time.Millisecond, version: 1, changed: make(chan struct{})}
 	m.members = []rpcdef.Member{{Name: "node-a", Status: rpcdef.StatusAlive, Incarnation: 1, Addr: "127.0.0.9:1"}}
 	m.srv = serve(t, ln, &tlsConfigSource{st}, func(srv *rpc.Server, p tlsrpc.Peer) (func(), error) {
 		return nil, srv.RegisterName(rpcdef.ClusterService, &masterSession{m: m, peer: p})
@@ -239,6 +272,11 @@ func (x *masterSession) Join(args *rpcdef.JoinArgs, reply *rpcdef.JoinReply) err
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.record("Join", args.Node, args.Incarnation, x.peer)
+	if len(m.joinErrs) > 0 {
+		err := m.joinErrs[0]
+		m.joinErrs = m.joinErrs[1:]
+		return err
+	}
 	if m.joinErr != nil {
 		return m.joinErr
 	}
@@ -247,7 +285,8 @@ func (x *masterSession) Join(args *rpcdef.JoinArgs, reply *rpcdef.JoinReply) err
 	}
 	members := append([]rpcdef.Member(nil), m.members...)
 	members = append(members, rpcdef.Member{Name: args.Node, Status: rpcdef.StatusAlive, Incarnation: args.Incarnation, Addr: x.peer.Addr})
-	*reply = rpcdef.JoinReply{Version: m.version, Members: members, HeartbeatInterval: m.hb, ReportInterval: m.rep, Master: "spiffe://lab/master/m1"}
+	*reply = rpcdef.JoinReply{Version: m.version, Members: members, HeartbeatInterval: m.hb, ReportInterval: m.rep, Master: m.id,
+		Masters: m.masters, MastersVersion: m.mastersVersion}
 	return nil
 }
 
@@ -256,11 +295,18 @@ func (x *masterSession) Heartbeat(args *rpcdef.HeartbeatArgs, reply *rpcdef.Hear
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.record("Heartbeat", args.Node, args.Incarnation, x.peer)
+	m.calls[len(m.calls)-1].mv = args.MastersVersion
 	reply.Version = m.version
 	if len(m.hbErrs) > 0 {
 		err := m.hbErrs[0]
 		m.hbErrs = m.hbErrs[1:]
 		return err
+	}
+	if m.hbErr != nil {
+		return m.hbErr
+	}
+	if args.MastersVersion != m.mastersVersion {
+		reply.Masters, reply.MastersVersion = m.masters, m.mastersVersion
 	}
 	return nil
 }
@@ -270,6 +316,9 @@ func (x *masterSession) Report(args *rpcdef.ReportArgs, reply *rpcdef.ReportRepl
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.record("Report", args.Node, args.Incarnation, x.peer)
+	if m.hbErr != nil && errors.Is(m.hbErr, rpcdef.ErrNotLeader) {
+		return m.hbErr
+	}
 	if args.Resources.CPUCount == 0 {
 		return rpcdef.Errorf(rpcdef.CodeInvalid, "empty report")
 	}

@@ -2,6 +2,11 @@
 // joins the cluster, heartbeats and reports its resources, follows membership
 // events, and serves its view of the group on a local socket.
 //
+// With several masters, only the raft leader takes slaves: a follower's
+// answer names the leader, and the slave joins it in one hop. The slave keeps
+// the masters list of its Join and Heartbeat replies and, when its master
+// goes, tries those masters first and the registries after (masters.go).
+//
 // One ClusterClient (one TLS connection) carries every call to the master:
 // the master reads the close of that connection as evidence of a crash, so a
 // call is never cancelled while the slave means to stay, and a heartbeat that
@@ -13,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +42,11 @@ const (
 	fallbackReport    = 5 * time.Second
 	// leaveReason is what the master records when this slave stops.
 	leaveReason = "slaved stopped"
+	// electionWait is the first wait after a master said that an election
+	// is under way; the waits double, with jitter, to maxElectionWait. A
+	// raft election takes a second or two: the slave asks again soon.
+	electionWait    = 200 * time.Millisecond
+	maxElectionWait = 800 * time.Millisecond
 )
 
 // Slave is slaved: its membership of the cluster and its local socket.
@@ -48,6 +59,11 @@ type Slave struct {
 	sampler *Sampler
 	view    *View
 	local   *tlsrpc.Server // nil when cfg.Socket is ""
+	masters masters        // as the masters last told, leader first
+
+	// nextRegistry is the registry to ask first, by index in cfg.Addrs();
+	// -1 until the first lookup picks one at random. Only loop uses it.
+	nextRegistry int
 
 	seq     atomic.Uint64 // heartbeat sequence number
 	running atomic.Bool
@@ -91,6 +107,8 @@ func New(cfg *conf.Slave, log logrus.FieldLogger) (*Slave, error) {
 		sampler: sampler,
 		view:    newView(node, inc, log),
 		closed:  make(chan struct{}),
+
+		nextRegistry: -1,
 	}
 	if cfg.Socket != "" {
 		ln, err := tlsrpc.ListenUnix(cfg.Socket, "slaved")
@@ -160,17 +178,20 @@ func (s *Slave) Reload() error {
 	return s.cfg.Store.Reload()
 }
 
-// loop finds the master and stays joined to it, until ctx ends.
+// loop finds the master and stays joined to it, until ctx ends. Each round
+// tries the masters it was told and then the registries; between rounds it
+// waits with backoff and jitter, and only briefly while masters say that an
+// election is under way.
 func (s *Slave) loop(ctx context.Context) {
 	b := daemon.NewBackoff(daemon.InitialBackoff, s.cfg.MaxBackoff.D())
+	election := daemon.NewBackoff(electionWait, min(maxElectionWait, s.cfg.MaxBackoff.D()))
 	var quiet repeats
+	var lost target // the master joined last and lost: tried last
+	failover := false
 	for ctx.Err() == nil {
 		joins := s.joins.Load()
-		addr, err := s.resolve(ctx, !quiet.repeating())
-		if err == nil {
-			err = s.connected(ctx, addr, b)
-		}
-		if err == nil { // ctx ended and the slave left
+		r := s.round(ctx, lost, failover, b, !quiet.repeating())
+		if r.left {
 			return
 		}
 		if ctx.Err() != nil {
@@ -179,49 +200,122 @@ func (s *Slave) loop(ctx context.Context) {
 		if s.joins.Load() != joins {
 			quiet.reset()
 		}
+		failover = r.lost.addr != ""
+		if failover {
+			lost = r.lost
+		}
 		d := b.Next()
-		s.logFailure(err, addr, d, &quiet)
+		if r.election {
+			d = min(d, election.Next())
+		} else {
+			election.Reset()
+		}
+		s.logFailure(r.attempts, d, &quiet)
 		daemon.Sleep(ctx, d)
 	}
 	s.log.Info("stopping: not joined to a master, so there is nothing to leave")
 }
 
-// registry returns a client of the configured registry and how to name it.
-func (s *Slave) registry() (*rpcdef.RegistryClient, string) {
-	if s.cfg.Registry != "" {
-		tc := s.cfg.Store.ClientConfig(pki.ExpectRole(pki.RoleRegistry))
-		return rpcdef.NewRegistryClient("registry "+s.cfg.Registry, rpcdef.DialTLS(s.cfg.Registry, tc)), s.cfg.Registry
-	}
-	p := s.cfg.RegistrySocket
-	return rpcdef.NewRegistryClient("registry socket "+p, rpcdef.DialUnix(p)), p
+// attempt is one master tried, or one lookup in the registries, that failed.
+type attempt struct {
+	t   target
+	err error
 }
 
-// resolve asks the registry where the cluster's ClusterService is. The
-// connection is closed afterwards: a slave asks rarely.
-func (s *Slave) resolve(ctx context.Context, loud bool) (string, error) {
-	reg, where := s.registry()
-	defer reg.Close()
-	msg := fmt.Sprintf("looking up %s in the registry at %s", s.key, where)
-	if loud {
-		s.log.Info(msg)
-	} else {
-		s.log.Debug(msg)
+// roundResult is how a round ended.
+type roundResult struct {
+	attempts []attempt
+	left     bool   // ctx ended while joined, and the slave left
+	lost     target // the master this round joined and lost
+	election bool   // a master said it is not the leader, and named none to join
+}
+
+// round tries, in order, the masters listed (leader first, lost last) and
+// the master the registries name, and stays with the first that takes the
+// slave until that membership ends. The registries are not asked when a
+// listed master says that an election is under way: they know no better.
+// failover says that lost was lost just now, for the log.
+func (s *Slave) round(ctx context.Context, lost target, failover bool, b *daemon.Backoff, loud bool) roundResult {
+	var r roundResult
+	tried := make(map[string]bool)
+	list := s.listTargets(lost.addr)
+	if failover && len(list) > 0 && list[0].addr != lost.addr {
+		names := make([]string, len(list))
+		for i, t := range list {
+			names[i] = t.name + " at " + t.addr
+		}
+		s.log.WithField("addr", lost.addr).Infof("failing over from master %s at %s: trying the masters it listed, then the registry: %s",
+			lost.name, lost.addr, strings.Join(names, ", "))
 	}
-	// Not cut short when ctx ends: the call is brief, and a cancelled call's
-	// reply may still be written by net/rpc as the stub reads it.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CallTimeout.D())
-	defer cancel()
-	e, err := reg.Lookup(cctx, s.key)
+	for _, t := range list {
+		if s.try(ctx, t, b, tried, &r) {
+			return r
+		}
+	}
+	if r.election || ctx.Err() != nil {
+		return r
+	}
+	t, err := s.resolve(ctx, loud)
 	switch {
-	case errors.Is(err, rpcdef.ErrNotFound):
-		return "", fmt.Errorf("look up %s in the registry at %s: %w (is masterd running?)", s.key, where, err)
 	case err != nil:
-		return "", fmt.Errorf("look up %s in the registry at %s: %w", s.key, where, err)
-	case e.Addr == "":
-		return "", fmt.Errorf("the registry at %s lists %s with no address", where, s.key)
+		r.attempts = append(r.attempts, attempt{t: target{src: fromRegistry}, err: err})
+	case tried[t.addr]:
+		r.attempts = append(r.attempts, attempt{t: t, err: fmt.Errorf("the registry at %s names %s at %s, tried just now", t.registry, s.key, t.addr)})
+	default:
+		s.try(ctx, t, b, tried, &r)
 	}
-	s.log.WithFields(logrus.Fields{"addr": e.Addr, "owner": e.Owner, "state": e.State}).Debugf("%s is at %s", s.key, e.Addr)
-	return e.Addr, nil
+	return r
+}
+
+// try joins the master t and stays joined until the membership ends. A
+// follower's answer that names the leader is followed at once, one hop and
+// no registry. It reports whether the round is over: the slave left, ctx
+// ended, or it joined and then lost the master.
+func (s *Slave) try(ctx context.Context, t target, b *daemon.Backoff, tried map[string]bool, r *roundResult) bool {
+	var joined target // the last master of this try that took the slave
+	for hop := 0; ; hop++ {
+		tried[t.addr] = true
+		if t.src != fromRegistry {
+			s.log.WithField("addr", t.addr).Debugf("trying master %s at %s", t.name, t.addr)
+		}
+		joins := s.joins.Load()
+		err := s.connected(ctx, &t, b)
+		if err == nil {
+			r.left = true
+			return true
+		}
+		if ctx.Err() != nil {
+			return true
+		}
+		if s.joins.Load() != joins {
+			joined = t
+		}
+		name, addr, named := rpcdef.LeaderOf(err)
+		if named && hop == 0 {
+			leader := rpcdef.MasterAddr{Name: name, Addr: addr}
+			if bad := checkMaster(leader); bad != nil {
+				err = fmt.Errorf("%w; not dialling the leader it names: %v", err, bad)
+			} else if addr == t.addr {
+				err = fmt.Errorf("%w; but that is its own address", err)
+			} else {
+				s.log.WithFields(logrus.Fields{"addr": addr, "follower": t.name, "leader": name}).
+					Infof("master %s is a follower; the leader is %s at %s: joining there", t.name, name, addr)
+				t = target{addr: addr, name: name, src: fromLeader, by: t.name}
+				continue
+			}
+		}
+		r.attempts = append(r.attempts, attempt{t: t, err: err})
+		if errors.Is(err, rpcdef.ErrNotLeader) {
+			r.election = true
+		}
+		if joined.addr != "" {
+			r.lost = joined
+			return true
+		}
+		// Logged in full if the whole round fails; here only in passing.
+		s.log.WithField("addr", t.addr).Debugf("%s%v; trying the next", t.prefix(), err)
+		return false
+	}
 }
 
 // notMasterError says the server reached for ClusterService does not hold a
@@ -243,13 +337,21 @@ func expectMaster(id pki.Identity) error {
 	return nil
 }
 
-// connected joins the master at addr and stays joined through one
-// ClusterClient until the connection cannot be restored (returned) or ctx
-// ends (it leaves and returns nil). A master that asks for a new join gets
-// one on the same connection.
-func (s *Slave) connected(ctx context.Context, addr string, b *daemon.Backoff) error {
+// connected joins the master t and stays joined through one ClusterClient
+// until the connection cannot be restored or the master answers that it is
+// not the leader (returned), or ctx ends (it leaves and returns nil). A
+// master that asks for a new join gets one on the same connection. t.name is
+// set from the master's certificate once it is dialled.
+func (s *Slave) connected(ctx context.Context, t *target, b *daemon.Backoff) error {
+	addr := t.addr
 	kick := make(chan struct{}, 1)
-	cl := rpcdef.NewClusterClient("master "+addr, s.dialMaster(addr, kick))
+	var peer atomic.Pointer[pki.Identity]
+	defer func() {
+		if id := peer.Load(); id != nil {
+			t.name = id.Name
+		}
+	}()
+	cl := rpcdef.NewClusterClient("master "+addr, s.dialMaster(addr, kick, &peer))
 	defer cl.Close()
 	// The watch outlives rejoins on this connection, and is stopped only
 	// after Leave: cancelling a call closes the connection.
@@ -297,13 +399,21 @@ func (s *Slave) connected(ctx context.Context, addr string, b *daemon.Backoff) e
 type heartbeatCall struct{}
 
 // dialMaster dials the master at addr over mutual TLS, accepting only a
-// master's certificate. A call may find the connection broken and make a new
+// master's certificate of this cluster (whoever named the address: a
+// registry, a masters list or a follower), and records its identity in peer.
+// A call may find the connection broken and make a new
 // one without failing (the rpcdef.Conn redials); the master saw the old one
 // close and counts the slave suspect until it hears from it, so every new
 // connection after the first that was not made by a heartbeat pokes the
 // heartbeat loop.
-func (s *Slave) dialMaster(addr string, kick chan<- struct{}) rpcdef.Dialer {
-	dial := rpcdef.DialTLS(addr, s.cfg.Store.ClientConfig(expectMaster))
+func (s *Slave) dialMaster(addr string, kick chan<- struct{}, peer *atomic.Pointer[pki.Identity]) rpcdef.Dialer {
+	dial := rpcdef.DialTLS(addr, s.cfg.Store.ClientConfig(func(id pki.Identity) error {
+		if err := expectMaster(id); err != nil {
+			return err
+		}
+		peer.Store(&id)
+		return nil
+	}))
 	var dials atomic.Uint64
 	return func(ctx context.Context) (net.Conn, error) {
 		c, err := dial(ctx)
@@ -338,6 +448,7 @@ func (s *Slave) join(ctx context.Context, cl *rpcdef.ClusterClient, addr string)
 	} else {
 		log.Infof("joined %s again at %s as %s, incarnation %d", s.key, addr, s.node, s.inc)
 	}
+	s.masters.set(r.Masters, r.MastersVersion, "the master at "+addr, s.log)
 	s.view.join(r.Version, r.Members)
 	s.view.setJoined(true, r.Master, addr)
 	if first {
@@ -411,9 +522,12 @@ func (s *Slave) heartbeatLoop(ctx context.Context, cl *rpcdef.ClusterClient, eve
 func (s *Slave) heartbeat(ctx context.Context, cl *rpcdef.ClusterClient, every time.Duration) (time.Duration, error) {
 	cctx, cancel := context.WithTimeout(context.WithValue(context.WithoutCancel(ctx), heartbeatCall{}, true), s.cfg.CallTimeout.D())
 	defer cancel()
-	r, err := cl.Heartbeat(cctx, rpcdef.HeartbeatArgs{Node: s.node, Incarnation: s.inc, Seq: s.seq.Add(1)})
+	r, err := cl.Heartbeat(cctx, rpcdef.HeartbeatArgs{Node: s.node, Incarnation: s.inc, Seq: s.seq.Add(1), MastersVersion: s.masters.version()})
 	if err != nil {
 		return 0, err
+	}
+	if r.Masters != nil {
+		s.masters.set(r.Masters, r.MastersVersion, cl.Target(), s.log)
 	}
 	s.view.heartbeat(time.Now())
 	if s.view.behind(r.Version, 2*every) {
@@ -433,7 +547,7 @@ func (s *Slave) reportLoop(ctx context.Context, cl *rpcdef.ClusterClient, every 
 		err := s.report(ctx, cl)
 		switch {
 		case err == nil:
-		case rpcdef.MustRejoin(err):
+		case rpcdef.MustRejoin(err), errors.Is(err, rpcdef.ErrNotLeader):
 			return fmt.Errorf("report to %s: %w", cl.Target(), err)
 		case rpcdef.NoAnswer(err):
 			poke(kick)
@@ -521,32 +635,24 @@ func (s *Slave) leave(cl *rpcdef.ClusterClient) {
 	s.log.WithField("incarnation", s.inc).Info("left the cluster")
 }
 
-// logFailure logs why finding or staying with the master failed, saying what
-// to do where the slave cannot fix it alone. A run of identical failures is
-// logged in full at first, then every 30th time.
-func (s *Slave) logFailure(err error, addr string, d time.Duration, q *repeats) {
+// logFailure logs why a round found no master to stay with, attempt by
+// attempt, saying what to do where the slave cannot fix it alone. A run of
+// identical failures is logged in full at first, then every 30th time.
+func (s *Slave) logFailure(attempts []attempt, d time.Duration, q *repeats) {
 	log := s.log.WithField("retry_in", d.Round(time.Millisecond))
-	if addr != "" {
-		log = log.WithField("addr", addr)
+	if len(attempts) == 1 && attempts[0].t.addr != "" {
+		log = log.WithField("addr", attempts[0].t.addr)
 	}
 	level := logrus.WarnLevel
-	var msg string
-	var nm *notMasterError
-	switch {
-	case errors.As(err, &nm):
-		level = logrus.ErrorLevel
-		msg = fmt.Sprintf("%s resolved to %s, which is served by %s, not a master: refusing to join it (a slave checks the master's certificate so that a stolen certificate cannot pose as the master); find out what registered %s there (rpc-query services)", s.key, addr, nm.id, s.key)
-	case errors.Is(err, pki.ErrWrongCluster):
-		level = logrus.ErrorLevel
-		msg = fmt.Sprintf("%v: the registry points at a server of another cluster; check the registry this slave uses", err)
-	case errors.Is(err, rpcdef.ErrPermission):
-		level = logrus.ErrorLevel
-		msg = fmt.Sprintf("the master refused %s: %v; fix the master's configuration or this node's certificate (certgen issue --role slave --name %s); still trying", s.node, err, s.node)
-	case errors.Is(err, rpcdef.ErrIncompatible):
-		level = logrus.ErrorLevel
-		msg = fmt.Sprintf("%v: this slaved speaks protocol %d; upgrade the older side", err, rpcdef.ProtocolVersion)
-	default:
-		msg = err.Error()
+	msgs := make([]string, 0, len(attempts))
+	for _, a := range attempts {
+		l, msg := s.describe(a)
+		level = min(level, l) // logrus: the more severe, the lower
+		msgs = append(msgs, a.t.prefix()+msg)
+	}
+	msg := strings.Join(msgs, "; ")
+	if msg == "" {
+		msg = "no master to try"
 	}
 	if n, loud := q.seen(msg); !loud {
 		level = logrus.DebugLevel
@@ -554,6 +660,27 @@ func (s *Slave) logFailure(err error, addr string, d time.Duration, q *repeats) 
 		msg = fmt.Sprintf("%s (%d times in a row)", msg, n)
 	}
 	log.Logf(level, "%s; looking up the master again in %v", msg, d.Round(time.Millisecond))
+}
+
+// describe says why one attempt failed, and how loudly.
+func (s *Slave) describe(a attempt) (logrus.Level, string) {
+	err, addr := a.err, a.t.addr
+	var nm *notMasterError
+	switch {
+	case errors.As(err, &nm) && a.t.src == fromRegistry:
+		return logrus.ErrorLevel, fmt.Sprintf("%s resolved to %s, which is served by %s, not a master: refusing to join it (a slave checks the master's certificate so that a stolen certificate cannot pose as the master); find out what registered %s there (rpc-query services)", s.key, addr, nm.id, s.key)
+	case errors.As(err, &nm):
+		return logrus.ErrorLevel, fmt.Sprintf("%s is served by %s, not a master: refusing to join it (a slave checks the master's certificate so that a stolen certificate cannot pose as the master); check the address master %s advertises", addr, nm.id, a.t.name)
+	case errors.Is(err, pki.ErrWrongCluster) && a.t.src == fromRegistry:
+		return logrus.ErrorLevel, fmt.Sprintf("%v: the registry points at a server of another cluster; check the registry this slave uses", err)
+	case errors.Is(err, pki.ErrWrongCluster):
+		return logrus.ErrorLevel, fmt.Sprintf("%v: a master named a server of another cluster; check the address master %s advertises", err, a.t.name)
+	case errors.Is(err, rpcdef.ErrPermission):
+		return logrus.ErrorLevel, fmt.Sprintf("the master refused %s: %v; fix the master's configuration or this node's certificate (certgen issue --role slave --name %s); still trying", s.node, err, s.node)
+	case errors.Is(err, rpcdef.ErrIncompatible):
+		return logrus.ErrorLevel, fmt.Sprintf("%v: this slaved speaks protocol %d; upgrade the older side", err, rpcdef.ProtocolVersion)
+	}
+	return logrus.WarnLevel, err.Error()
 }
 
 // repeats counts a run of identical failure messages.

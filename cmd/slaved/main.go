@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/muster-lab/muster/conf"
 	"github.com/muster-lab/muster/internal/daemon"
@@ -22,12 +23,14 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("slaved", flag.ContinueOnError)
 	daemon.Usage(fs, "slaved [--config FILE] [--check]",
 		"Joins a muster cluster as the node named in its slave certificate. It looks up\n"+
-			"ClusterService/CLUSTER in the registry (it is never told the master's address),\n"+
+			"ClusterService/CLUSTER in the registry (no master's address is configured),\n"+
 			"accepts only a server with a master certificate, heartbeats at the interval the\n"+
 			"master sets, reports CPU, memory, disk and network use, and keeps a view of every\n"+
 			"member, which 'rpc-query view --slave-socket PATH' reads from its local socket.\n"+
-			"A lost master is looked up again with backoff. SIGHUP reloads the certificates;\n"+
-			"SIGTERM leaves the cluster gracefully and stops. See conf/examples/slave.toml.\n\n"+
+			"With several masters it joins the leader (a follower names it), keeps the masters\n"+
+			"list it is told, and when its master goes tries those before the registries, with\n"+
+			"backoff. SIGHUP reloads the certificates; SIGTERM leaves the cluster gracefully\n"+
+			"and stops. See conf/examples/slave.toml.\n\n"+
 			"Exit status: 0 after SIGTERM or a valid --check, 1 on a bad config or a\n"+
 			"failure, 2 on a bad command line.")
 	path := fs.String("config", "/etc/muster/slave.toml", "config `file`")
@@ -41,11 +44,15 @@ func run(args []string) int {
 		return daemon.Fail(os.Stderr, "slaved", err)
 	}
 	if *check {
-		reg := cfg.Registry
-		if reg == "" {
-			reg = "socket " + cfg.RegistrySocket
+		reg := "registry socket " + cfg.RegistrySocket
+		switch addrs := cfg.Addrs(); len(addrs) {
+		case 0:
+		case 1:
+			reg = "registry " + addrs[0]
+		default:
+			reg = "registries " + strings.Join(addrs, ", ")
 		}
-		return daemon.Valid(os.Stdout, *path, fmt.Sprintf("slave %s of cluster %s; registry %s, socket %q",
+		return daemon.Valid(os.Stdout, *path, fmt.Sprintf("slave %s of cluster %s; %s, socket %q",
 			cfg.Node, cfg.Cluster, reg, cfg.Socket), cfg.Store.NotAfter())
 	}
 	logger := daemon.NewLogger(cfg.LogLevel)
