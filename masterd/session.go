@@ -110,6 +110,11 @@ func (x *Session) Join(args *rpcdef.JoinArgs, reply *rpcdef.JoinReply) error {
 	if args.Protocol != rpcdef.ProtocolVersion {
 		return rpcdef.Errorf(rpcdef.CodeIncompatible, "slave speaks protocol %d, this master speaks %d", args.Protocol, rpcdef.ProtocolVersion)
 	}
+	if !x.s.ms.Leading() {
+		// Before the roll's budget is spent: a slave redirected to and
+		// fro during an election must not run out of it.
+		return x.s.notLeader()
+	}
 	if !args.NoRoll {
 		if err := x.s.rolls.take(c.Node, time.Now()); err != nil {
 			return err

@@ -114,12 +114,12 @@ func (h *haLab) startSlave(name string) *slave {
 	dir := filepath.Join(h.l.dir, name)
 	s := &slave{name: name, socket: filepath.Join(h.l.dir, "run", "slaved-"+name+".sock")}
 	s.config = h.l.config("slave.toml", dir, map[string]string{
-		"node":     fmt.Sprintf("%q", name),
-		"registry": fmt.Sprintf("%q", h.regs[1].addr), // TODO: registries, once slave.toml lists the key
-		"socket":   fmt.Sprintf("%q", s.socket),
-		"ca":       fmt.Sprintf("%q", f.CA),
-		"cert":     fmt.Sprintf("%q", f.Cert),
-		"key":      fmt.Sprintf("%q", f.Key),
+		"node":       fmt.Sprintf("%q", name),
+		"registries": h.regList,
+		"socket":     fmt.Sprintf("%q", s.socket),
+		"ca":         fmt.Sprintf("%q", f.CA),
+		"cert":       fmt.Sprintf("%q", f.Cert),
+		"key":        fmt.Sprintf("%q", f.Key),
 	})
 	s.proc = start(h.t, "slaved", "--config", s.config)
 	s.ready()
