@@ -372,6 +372,9 @@ type ViewReply struct {
 	Joined      bool
 	Version     uint64
 	Members     []Member
+	// Masters are the masters it was last told, leader first: those it
+	// tries first when its master goes.
+	Masters []MasterAddr
 }
 
 // ViewClient reads a slave's view over its local socket.

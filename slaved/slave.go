@@ -117,7 +117,7 @@ func New(cfg *conf.Slave, log logrus.FieldLogger) (*Slave, error) {
 		}
 		// Any local user may connect (mode 0666), and View.Get takes
 		// Empty: a request is a few dozen bytes, so 4 KiB is plenty.
-		s.local, err = tlsrpc.New(ln, nil, tlsrpc.Options{MaxMessage: 4 << 10}, attachView(s.view), log.WithField("listener", "unix"))
+		s.local, err = tlsrpc.New(ln, nil, tlsrpc.Options{MaxMessage: 4 << 10}, attachView(s.view, &s.masters), log.WithField("listener", "unix"))
 		if err != nil {
 			ln.Close()
 			return nil, err

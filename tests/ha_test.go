@@ -324,6 +324,10 @@ func TestHAFailover(t *testing.T) {
 		}
 	}
 	h.heardBy(first, time.Now(), 10*time.Second, "node-1", "node-2", "node-3")
+	waitFor(t, 10*time.Second, "node-1 to know the three masters, leader first", func() (bool, string) {
+		v := h.slaves["node-1"].view(t)
+		return len(v.Masters) == 3 && v.Masters[0].Name == first, fmt.Sprintf("%+v", v.Masters)
+	})
 	w := h.watch(followers...)
 	waitFor(t, 10*time.Second, "the watcher to see the three joins", func() (bool, string) {
 		return w.saw("node-3", rpcdef.EventJoined), w.check()

@@ -537,13 +537,18 @@ func (q *query) view(ctx context.Context) error {
 	switch q.o.output {
 	case "json":
 		return writeJSON(q.out, viewJSON{Node: v.Node, Incarnation: v.Incarnation, Joined: v.Joined, Master: v.Master,
-			MasterAddress: v.MasterAddr, Version: v.Version, Members: p.membersJSON(ms)})
+			MasterAddress: v.MasterAddr, Version: v.Version, Members: p.membersJSON(ms), Masters: masterAddrsJSON(v.Masters)})
 	case "name":
 		return names(q.out, ms)
 	}
 	if !q.o.noHeaders {
 		if _, err := fmt.Fprintln(q.out, viewHeader(v)); err != nil {
 			return err
+		}
+		if len(v.Masters) > 0 {
+			if _, err := fmt.Fprintln(q.out, viewMasters(v.Masters)); err != nil {
+				return err
+			}
 		}
 	}
 	return p.membersTable(q.out, ms, len(v.Members), q.tableOpts())

@@ -789,4 +789,33 @@ type viewJSON struct {
 	MasterAddress string       `json:"master_address"`
 	Version       uint64       `json:"version"`
 	Members       []memberJSON `json:"members"`
+	// Masters: the masters the slave was told, leader first.
+	Masters []masterAddrJSON `json:"masters,omitempty"`
+}
+
+type masterAddrJSON struct {
+	Name    string `json:"name"`
+	Address string `json:"address"`
+}
+
+func masterAddrsJSON(ms []rpcdef.MasterAddr) []masterAddrJSON {
+	var out []masterAddrJSON
+	for _, m := range ms {
+		out = append(out, masterAddrJSON{Name: m.Name, Address: m.Addr})
+	}
+	return out
+}
+
+// viewMasters is the line under a slave's view header that names the
+// masters it would fail over to: "masters: m2 at ADDR (leader), m1 at ADDR".
+func viewMasters(ms []rpcdef.MasterAddr) string {
+	parts := make([]string, 0, len(ms))
+	for i, m := range ms {
+		p := fmt.Sprintf("%s at %s", m.Name, m.Addr)
+		if i == 0 {
+			p += " (leader)"
+		}
+		parts = append(parts, p)
+	}
+	return "masters: " + strings.Join(parts, ", ")
 }
