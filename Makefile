@@ -48,6 +48,7 @@ bench: build
 	$(call micro,-run '^$$' -bench 'RPCQuery' -benchtime $(BENCH_PROCS) ./tests/)
 	$(call micro,-run '^$$' -bench . -benchmem ./masterd/ ./slaved/)
 	$(call micro,-run '^$$' -bench 'CrashDetection|SilentHost' -benchtime $(BENCH_TRIALS) -timeout 30m ./tests/)
+	$(call micro,-run '^$$' -bench 'Failover' -benchtime $(BENCH_TRIALS) -timeout 30m ./tests/)
 	$(BIN)/benchset --micro $(MICRO_OUT)
 
 demo: build
