@@ -547,3 +547,66 @@ func (w *haWatcher) deadAfter(node string, t time.Time) bool {
 	}
 	return false
 }
+
+// TestHAAddRemoveMaster grows the group by a fourth master and shrinks it
+// back, with rpc-query and no restart of the others: m4 starts with
+// raft.join = true, `rpc-query masters add` makes it a follower that
+// slaves are told of, and `rpc-query masters remove` takes it out.
+func TestHAAddRemoveMaster(t *testing.T) {
+	h := newHA(t, "node-1")
+	leader := h.leader(10 * time.Second)
+	f := h.l.issue(pki.RoleMaster, "m4", "--host", "127.0.0.1")
+	raft4 := restartablePort(t)
+	dir := filepath.Join(h.l.dir, "m4")
+	cfg := h.l.config("master.toml", dir, map[string]string{
+		"listen":      `"127.0.0.1:0"`,
+		"registries":  h.regList,
+		"state_dir":   fmt.Sprintf("%q", filepath.Join(dir, "state")),
+		"cert":        fmt.Sprintf("%q", f.Cert),
+		"key":         fmt.Sprintf("%q", f.Key),
+		"ca":          fmt.Sprintf("%q", f.CA),
+		"raft.listen": fmt.Sprintf("%q", raft4),
+		"raft.join":   "true",
+	})
+	m4 := start(t, "masterd", "--config", cfg)
+	m4.waitLine(`raft`, 10*time.Second)
+	a := h.l.files(pki.RoleAdmin, "ops")
+	var regs []string
+	for _, r := range h.regs {
+		regs = append(regs, r.addr)
+	}
+	env := []string{"MUSTER_REGISTRY=" + strings.Join(regs, ","), "MUSTER_CA=" + a.CA, "MUSTER_CERT=" + a.Cert, "MUSTER_KEY=" + a.Key}
+	if out, code := run(t, env, "rpc-query", "masters", "add", "m4", raft4); code != 0 {
+		t.Fatalf("rpc-query masters add m4 %s: exit %d\n%s", raft4, code, out)
+	}
+	m4.waitLine(`msg=ready .*role=follower`, 20*time.Second)
+	waitFor(t, 20*time.Second, "node-1 to be told of m4", func() (bool, string) {
+		v := h.slaves["node-1"].view(t)
+		for _, m := range v.Masters {
+			if m.Name == "m4" {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%+v", v.Masters)
+	})
+	out, code := run(t, env, "rpc-query", "masters")
+	if code != 0 || !strings.Contains(out, "m4") || !strings.Contains(out, "leader") {
+		t.Fatalf("rpc-query masters with m4 added: exit %d\n%s", code, out)
+	}
+	if out, code := run(t, env, "rpc-query", "masters", "remove", "m4"); code != 0 {
+		t.Fatalf("rpc-query masters remove m4: exit %d\n%s", code, out)
+	}
+	waitFor(t, 20*time.Second, "node-1 to be told m4 is gone", func() (bool, string) {
+		v := h.slaves["node-1"].view(t)
+		for _, m := range v.Masters {
+			if m.Name == "m4" {
+				return false, fmt.Sprintf("%+v", v.Masters)
+			}
+		}
+		return len(v.Masters) == 3, fmt.Sprintf("%+v", v.Masters)
+	})
+	if l := h.leader(5 * time.Second); l != leader {
+		t.Errorf("the leader changed from %s to %s while m4 came and went", leader, l)
+	}
+	m4.kill()
+}
