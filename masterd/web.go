@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/muster-lab/muster/internal/dashboard"
 	"github.com/muster-lab/muster/internal/metrics"
@@ -129,6 +130,30 @@ func (d dashSource) Recent(n int) ([]rpcdef.Event, uint64) { return d.s.ms.Recen
 
 func (d dashSource) Since(after uint64, reply *rpcdef.WatchReply) (bool, <-chan struct{}) {
 	return d.s.ms.Since(after, reply)
+}
+
+// Group is the group from Status, with, on the leader, raft's word on
+// which followers are not answering (rpcdef.MasterServer does not carry it).
+func (d dashSource) Group() dashboard.Group {
+	st := d.s.Status()
+	g := dashboard.Group{Self: st.Name, State: st.State, Term: st.Term, Leader: st.Leader, LastContact: st.LastContact,
+		Servers: make([]dashboard.Master, 0, len(st.Servers))}
+	var failing map[string]time.Time
+	if st.State == "leader" {
+		for _, sv := range d.s.group.g.Status().Servers {
+			if !sv.FailingSince.IsZero() {
+				if failing == nil {
+					failing = make(map[string]time.Time)
+				}
+				failing[sv.ID] = sv.FailingSince
+			}
+		}
+	}
+	for _, sv := range st.Servers {
+		g.Servers = append(g.Servers, dashboard.Master{Name: sv.Name, Addr: sv.Addr, RaftAddr: sv.RaftAddr, Voter: sv.Voter,
+			FailingSince: failing[sv.Name]})
+	}
+	return g
 }
 
 func (d dashSource) Services(ctx context.Context) ([]rpcdef.Entry, error) {

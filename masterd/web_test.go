@@ -87,6 +87,21 @@ func TestHTTPListeners(t *testing.T) {
 		}
 	}
 
+	// The page shows the group: a master alone leads a group of one.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body, err := get(plain, s.http.URL()+"api/snapshot")
+		if err == nil && strings.Contains(body, `"group":{"self":"m1","state":"leader"`) &&
+			strings.Contains(body, `"servers":[{"name":"m1","addr":"`+s.Advertised()+`"`) && strings.Contains(body, `"leader":true,"self":true`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("no group with m1 leading in the snapshot: %v\n%.1000s", err, body)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
 	client := func(role pki.Role, name string) *http.Client {
 		tc := store(role, name).ClientConfig(pki.ExpectRole(pki.RoleMaster))
 		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}

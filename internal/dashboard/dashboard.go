@@ -2,8 +2,10 @@
 // roll, built for 10,000 nodes (problem nodes first, filter by name and
 // status, sort by name, status, CPU, memory or age, a capped number of rows
 // drawn), a detail panel for one node (disks, network, uptime, certificate
-// expiry, its CPU figures), the event log, the registry's services, and the
-// master's build and uptime. The page follows the master live through
+// expiry, its CPU figures), the event log, the registry's services, the
+// masters' raft group (who leads, in which term), and the master's build and
+// uptime. On a follower the roll is the replicated one, without resource
+// figures or heartbeat times, and the page says so and who the leader is. The page follows the master live through
 // Server-Sent Events. Its files are embedded in the binary: plain HTML, CSS
 // and an ES module, with no build step and nothing fetched from elsewhere.
 package dashboard
@@ -78,6 +80,30 @@ type Source interface {
 	Since(after uint64, reply *rpcdef.WatchReply) (bool, <-chan struct{})
 	// Services lists the registry's entries.
 	Services(ctx context.Context) ([]rpcdef.Entry, error)
+	// Group is the raft group of masters as this master knows it. It is
+	// asked with every snapshot: it must be cheap and never block on raft.
+	Group() Group
+}
+
+// Group is the masters' raft group, as the master serving the page knows it.
+type Group struct {
+	Self        string // this master's name
+	State       string // "leader", "follower", "candidate" or "shutdown"
+	Term        uint64
+	Leader      string    // the leader's name; "" while none is known
+	LastContact time.Time // a follower's last word from the leader; zero on the leader
+	Servers     []Master
+}
+
+// Master is one server of the group.
+type Master struct {
+	Name     string
+	Addr     string // its ClusterService address; "" until it has announced one
+	RaftAddr string
+	Voter    bool
+	// FailingSince is known on the leader only: when a follower that does
+	// not answer raft's heartbeats last answered one. Zero if it answers.
+	FailingSince time.Time
 }
 
 // Info is what the page says about the master itself.
@@ -299,10 +325,23 @@ func (d *Dashboard) snapshot() snapshotView {
 		Now: time.Now().UnixMilli(), Version: version, Cluster: d.info.Cluster, Master: d.info.Master,
 		Build: d.build, StartedAt: d.started.UnixMilli(),
 		Heartbeat: d.info.HeartbeatInterval.Milliseconds(), Report: d.info.ReportInterval.Milliseconds(),
-		Nodes: make([]nodeView, 0, len(nodes)), Services: services,
+		Nodes: make([]nodeView, 0, len(nodes)), Services: services, Group: groupOf(d.src.Group()),
 	}
 	for _, n := range nodes {
 		v.Nodes = append(v.Nodes, row(n.Member))
+	}
+	return v
+}
+
+func groupOf(g Group) groupView {
+	v := groupView{Self: g.Self, State: g.State, Term: strconv.FormatUint(g.Term, 10), Leader: g.Leader,
+		LastContact: millis(g.LastContact), Servers: make([]masterView, 0, len(g.Servers))}
+	for _, m := range g.Servers {
+		v.Servers = append(v.Servers, masterView{Name: m.Name, Addr: m.Addr, RaftAddr: m.RaftAddr, Voter: m.Voter,
+			Leader: m.Name == g.Leader && g.Leader != "", Self: m.Name == g.Self, FailingSince: millis(m.FailingSince)})
+		if m.Name == g.Leader {
+			v.LeaderAddr = m.Addr
+		}
 	}
 	return v
 }
@@ -505,6 +544,29 @@ type snapshotView struct {
 	Report    int64        `json:"reportMs"` // report_interval: a report older than two is stale
 	Nodes     []nodeView   `json:"nodes"`
 	Services  servicesView `json:"services"`
+	Group     groupView    `json:"group"`
+}
+
+// groupView is the masters' raft group. On a follower the roll is the
+// replicated one: no resource figures and no heartbeat times.
+type groupView struct {
+	Self        string       `json:"self"`
+	State       string       `json:"state"`
+	Term        string       `json:"term"` // a string, as incarnations are
+	Leader      string       `json:"leader"`
+	LeaderAddr  string       `json:"leaderAddr"` // its ClusterService address, if announced
+	LastContact int64        `json:"lastContact"`
+	Servers     []masterView `json:"servers"`
+}
+
+type masterView struct {
+	Name         string `json:"name"`
+	Addr         string `json:"addr"`
+	RaftAddr     string `json:"raftAddr"`
+	Voter        bool   `json:"voter"`
+	Leader       bool   `json:"leader"`
+	Self         bool   `json:"self"`
+	FailingSince int64  `json:"failingSince"` // on the leader: 0 if it answers
 }
 
 // nodeView is one row of the table; it is kept small, since the whole roll

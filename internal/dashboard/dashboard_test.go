@@ -28,6 +28,7 @@ type roll struct {
 	history  map[string][]Sample
 	services []rpcdef.Entry // nil: the registry does not answer
 	asked    int            // Services calls
+	group    Group
 }
 
 func newRoll() *roll { return &roll{changed: make(chan struct{})} }
@@ -86,6 +87,14 @@ func (r *roll) Services(context.Context) ([]rpcdef.Entry, error) {
 		return nil, errors.New("no registry in this test")
 	}
 	return slices.Clone(r.services), nil
+}
+
+func (r *roll) Group() Group {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	g := r.group
+	g.Servers = slices.Clone(g.Servers)
+	return g
 }
 
 func quiet() logrus.FieldLogger {
@@ -383,5 +392,142 @@ func TestFirstFrameNoStaleLease(t *testing.T) {
 	}
 	if snap.Services.At < opened || len(snap.Services.List) != 1 || snap.Services.List[0].Remaining != 2900 || snap.Services.Error != "" {
 		t.Errorf("the next list: %+v (page opened at %d)", snap.Services, opened)
+	}
+}
+
+func snapshotOf(t *testing.T, ts *httptest.Server) (snapshotView, string) {
+	t.Helper()
+	resp, err := http.Get(ts.URL + "/api/snapshot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var snap snapshotView
+	if err := json.Unmarshal(body, &snap); err != nil {
+		t.Fatalf("%v\n%s", err, body)
+	}
+	return snap, string(body)
+}
+
+// TestGroupFrame: every snapshot says who the masters are, who leads in
+// which term, and, from the leader, which follower does not answer.
+func TestGroupFrame(t *testing.T) {
+	failing := time.Now().Add(-3 * time.Second).Truncate(time.Millisecond)
+	r := newRoll()
+	r.group = Group{Self: "m1", State: "leader", Term: 1<<60 + 3, Leader: "m1", Servers: []Master{
+		{Name: "m1", Addr: "127.0.0.1:7001", RaftAddr: "127.0.0.1:7101", Voter: true},
+		{Name: "m2", Addr: "127.0.0.1:7002", RaftAddr: "127.0.0.1:7102", Voter: true, FailingSince: failing},
+		{Name: "m3", RaftAddr: "127.0.0.1:7103"},
+	}}
+	_, ts := serve(t, r)
+	snap, _ := snapshotOf(t, ts)
+	g := snap.Group
+	want := groupView{Self: "m1", State: "leader", Term: "1152921504606846979", Leader: "m1", LeaderAddr: "127.0.0.1:7001", Servers: []masterView{
+		{Name: "m1", Addr: "127.0.0.1:7001", RaftAddr: "127.0.0.1:7101", Voter: true, Leader: true, Self: true},
+		{Name: "m2", Addr: "127.0.0.1:7002", RaftAddr: "127.0.0.1:7102", Voter: true, FailingSince: failing.UnixMilli()},
+		{Name: "m3", RaftAddr: "127.0.0.1:7103"},
+	}}
+	if g.Self != want.Self || g.State != want.State || g.Term != want.Term || g.Leader != want.Leader ||
+		g.LeaderAddr != want.LeaderAddr || g.LastContact != 0 || !slices.Equal(g.Servers, want.Servers) {
+		t.Errorf("group\n got %+v\nwant %+v", g, want)
+	}
+
+	// During an election: no leader, nobody marked.
+	r.mu.Lock()
+	r.group = Group{Self: "m1", State: "candidate", Term: 9, Servers: r.group.Servers}
+	r.mu.Unlock()
+	snap, _ = snapshotOf(t, ts)
+	if snap.Group.Leader != "" || snap.Group.LeaderAddr != "" || slices.ContainsFunc(snap.Group.Servers, func(m masterView) bool { return m.Leader }) {
+		t.Errorf("a candidate's group: %+v", snap.Group)
+	}
+}
+
+// TestFollower: a follower's roll is the replicated one, without resources
+// or heartbeat times; the snapshot, the stream and a node's detail still
+// work, and say nothing they do not know.
+func TestFollower(t *testing.T) {
+	r := newRoll()
+	r.emit(rpcdef.Event{Kind: rpcdef.EventJoined, Node: "node-1", Incarnation: 5, At: time.Now()}, rpcdef.StatusAlive)
+	r.emit(rpcdef.Event{Kind: rpcdef.EventDead, Node: "node-2", Incarnation: 6, At: time.Now()}, rpcdef.StatusDead)
+	contact := time.Now().Add(-200 * time.Millisecond).Truncate(time.Millisecond)
+	r.mu.Lock()
+	for i := range r.nodes {
+		r.nodes[i].StatusSince = time.Now()
+		r.nodes[i].JoinedAt = time.Now().Add(-time.Hour)
+	}
+	r.group = Group{Self: "m2", State: "follower", Term: 4, Leader: "m1", LastContact: contact, Servers: []Master{
+		{Name: "m1", Addr: "127.0.0.1:7001", RaftAddr: "127.0.0.1:7101", Voter: true},
+		{Name: "m2", Addr: "127.0.0.1:7002", RaftAddr: "127.0.0.1:7102", Voter: true},
+	}}
+	r.mu.Unlock()
+	_, ts := serve(t, r)
+
+	snap, body := snapshotOf(t, ts)
+	if g := snap.Group; g.State != "follower" || g.Leader != "m1" || g.LeaderAddr != "127.0.0.1:7001" || g.LastContact != contact.UnixMilli() ||
+		len(g.Servers) != 2 || !g.Servers[0].Leader || g.Servers[0].Self || !g.Servers[1].Self || g.Servers[1].Leader {
+		t.Errorf("a follower's group: %+v", g)
+	}
+	if len(snap.Nodes) != 2 {
+		t.Fatalf("a follower's roll: %+v", snap.Nodes)
+	}
+	for _, n := range snap.Nodes {
+		if n.Report != nil || n.LastHeartbeat != 0 || n.StatusSince == 0 {
+			t.Errorf("a follower's row %+v", n)
+		}
+	}
+	if strings.Contains(body, `"servers":null`) {
+		t.Errorf("snapshot %s", body)
+	}
+
+	// The stream starts with the same frame.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &sse{t: t, sc: bufio.NewScanner(resp.Body)}
+	var first snapshotView
+	s.nextOf("snapshot", &first)
+	resp.Body.Close()
+	if first.Group.State != "follower" || first.Group.Leader != "m1" || len(first.Nodes) != 2 {
+		t.Errorf("the stream's first frame on a follower: %+v", first)
+	}
+
+	// A node's detail: no figures, no history, an empty CPU list (not null).
+	resp, err = http.Get(ts.URL + "/api/node?name=node-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /api/node on a follower: %s %s", resp.Status, data)
+	}
+	var d detailView
+	if err := json.Unmarshal(data, &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Report != nil || d.Full != nil || d.LastHeartbeat != 0 || d.JoinedAt == 0 || !strings.Contains(string(data), `"cpu":[]`) {
+		t.Errorf("a follower's detail: %s", data)
+	}
+}
+
+// TestPageMasters: the page has the Masters section and says, on a
+// follower, which master leads and what the roll shown is.
+func TestPageMasters(t *testing.T) {
+	html, _ := static.ReadFile("static/index.html")
+	js, _ := static.ReadFile("static/app.js")
+	for _, want := range []string{`id="masters"`, `id="follower"`, `id="masters-term"`} {
+		if !strings.Contains(string(html), want) {
+			t.Errorf("index.html has no %s", want)
+		}
+	}
+	for _, want := range []string{"renderMasters(snap.group", "the roll shown is the replicated one, without resource figures", "this master is a ${g.state}; the leader is"} {
+		if !strings.Contains(string(js), want) {
+			t.Errorf("app.js has no %q", want)
+		}
 	}
 }

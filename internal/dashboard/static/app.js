@@ -34,6 +34,9 @@ const state = {
   detailBusy: false,
   pending: false, // a render is scheduled
   seen: false, // the first snapshot arrived
+  // This master is not the leader: its roll is the replicated one, with no
+  // resource figures and no heartbeat times, shown as "—".
+  replicated: false,
 };
 
 // For tests and the curious: when the page first drew the roll
@@ -111,7 +114,7 @@ function current(e, now) {
 // intervals is stale.
 function figures(e, now) {
   const r = e.n.report;
-  if (!r) return { state: "none", why: "no report yet" };
+  if (!r) return { state: "none", why: state.replicated ? "not known here: resource reports go to the leader only" : "no report yet" };
   const at = r.sampledAt ? ` (sampled ${clock(r.sampledAt + state.offset)}, ${age(now - r.sampledAt)} ago)` : "";
   if (e.status === "dead" || e.status === "left") {
     return { state: "stale", gone: true, why: `the node is ${e.status}: its last figures${at} are not current` };
@@ -151,7 +154,7 @@ function percentCell(td, v, f) {
   td.title = f.why;
   // A dead or departed node's figures are not shown in the table at all;
   // the detail panel shows them, marked.
-  if (f.state === "none" || f.gone) return setText(td, "–");
+  if (f.state === "none" || f.gone) return setText(td, state.replicated && f.state === "none" ? "—" : "–");
   setText(td, f.state === "stale" ? `(${Math.round(v)}%)` : `${Math.round(v)}%`);
 }
 
@@ -175,7 +178,7 @@ function fillRow(tr, e, now) {
   percentCell(c.cpu, r ? r.cpuPercent : 0, f);
   percentCell(c.mem, r ? r.memUsedPercent : 0, f);
   c.load.classList.toggle("stale", f.state === "stale");
-  setText(c.load, r && !f.gone ? r.load1.toFixed(2) : "–");
+  setText(c.load, r && !f.gone ? r.load1.toFixed(2) : state.replicated ? "—" : "–");
   fillAges(tr, e, now, f);
   tr.classList.toggle("selected", state.selected === n.name);
   tr.setAttribute("aria-selected", state.selected === n.name ? "true" : "false");
@@ -189,7 +192,9 @@ function fillAges(tr, e, now, f) {
     setText(c.beat, `${age(a)} ago`);
     c.beat.classList.toggle("late", (e.status === "alive" || e.status === "suspect") && a > 1.5 * state.heartbeatMs);
   } else {
-    setText(c.beat, "never");
+    setText(c.beat, state.replicated ? "—" : "never");
+    c.beat.classList.remove("late");
+    c.beat.title = state.replicated ? "not known here: only the leader hears heartbeats" : "";
   }
   const r = n.report;
   if (r && r.sampledAt) {
@@ -198,7 +203,7 @@ function fillAges(tr, e, now, f) {
     c.report.classList.toggle("stale", f.state === "stale");
     c.report.title = f.why;
   } else {
-    setText(c.report, "–");
+    setText(c.report, state.replicated ? "—" : "–");
   }
 }
 
@@ -393,7 +398,8 @@ function renderDetail(now) {
   fact(facts, "Address", d.addr || "–", "mono");
   fact(facts, "Incarnation", d.incarnation, "mono");
   fact(facts, "Joined", d.joinedAt ? `${date(d.joinedAt + state.offset)} (${age(now - d.joinedAt)} ago)` : "–");
-  fact(facts, "Last heartbeat", d.lastHeartbeat ? `${age(now - d.lastHeartbeat)} ago` : "never since the master started");
+  fact(facts, "Last heartbeat", d.lastHeartbeat ? `${age(now - d.lastHeartbeat)} ago`
+    : state.replicated ? "— (not known here: only the leader hears heartbeats)" : "never since the master started");
   if (d.certNotAfter) {
     const left = d.certNotAfter - now;
     const dd = fact(facts, "Certificate expires", `${date(d.certNotAfter + state.offset)} (${left > 0 ? `in ${age(left)}` : `${age(-left)} ago: expired`})`);
@@ -438,7 +444,7 @@ function drawSpark(box, samples, now) {
   box.setAttribute("aria-label", pts.length ? `CPU over the last ${age(span)}, ${pts.length} reports` : "no CPU figures yet");
   if (pts.length < 2) {
     const t = svg("text", { x: 4, y: 26, class: "none" });
-    t.textContent = pts.length ? "CPU history: one report so far" : "CPU history: no reports yet";
+    t.textContent = pts.length ? "CPU history: one report so far" : state.replicated ? "CPU history: kept by the leader only" : "CPU history: no reports yet";
     box.append(t);
     return;
   }
@@ -540,6 +546,52 @@ function renderServices(sv, now) {
   $("services").hidden = !(sv.list && sv.list.length);
 }
 
+// ---- the masters
+
+const ROLE = { leader: "LEADER", follower: "follower", candidate: "candidate", shutdown: "shut down" };
+
+function renderMasters(g, now) {
+  g = g || { servers: [] };
+  setText($("masters-term"), g.term ? `term ${g.term}` : "");
+  const fol = $("follower");
+  const leader = g.servers.find((m) => m.leader);
+  if (g.state && g.state !== "leader") {
+    fol.hidden = false;
+    const who = g.leader ? `${g.leader} (${(leader && leader.addr) || "address not announced yet"})` : "not known: an election is under way";
+    const heard = g.lastContact ? `; last heard from it ${age(now - g.lastContact)} ago` : "";
+    setText(fol, `this master is a ${g.state}; the leader is ${who}: the roll shown is the replicated one, without resource figures${heard}`);
+  } else {
+    fol.hidden = true;
+    setText(fol, "");
+  }
+  const note = $("masters-note");
+  note.hidden = g.servers.length > 0;
+  setText(note, g.servers.length ? "" : "the group's configuration is not known yet");
+  const rows = [];
+  for (const m of g.servers) {
+    const tr = el("tr");
+    tr.dataset.master = m.name;
+    tr.dataset.leader = m.leader ? "1" : "0";
+    const name = el("td", "name", `${m.leader ? "★ " : ""}${m.name}`);
+    if (m.self) name.append(" ", el("span", "self", "(this master)"));
+    let role;
+    if (m.self) role = ROLE[g.state] || g.state;
+    else if (m.leader) role = ROLE.leader;
+    else role = m.voter ? "follower" : "non-voter";
+    if (!m.voter && role !== "non-voter") role += ", non-voter";
+    const st = el("td", m.leader ? "role-leader" : "", role);
+    // Only the leader knows whether the others answer.
+    if (m.failingSince) {
+      st.className = "failing";
+      st.textContent = `${role}: not answering since ${clock(m.failingSince + state.offset)} (${age(now - m.failingSince)})`;
+    }
+    tr.append(name, el("td", "mono", m.addr || "—"), el("td", "mono", m.raftAddr || "—"), st);
+    rows.push(tr);
+  }
+  document.querySelector("#masters tbody").replaceChildren(...rows);
+  $("masters").hidden = !g.servers.length;
+}
+
 // ---- the stream
 
 function applySnapshot(snap) {
@@ -549,6 +601,7 @@ function applySnapshot(snap) {
   state.heartbeatMs = snap.heartbeatMs || 1000;
   state.reportMs = snap.reportMs || 5000;
   state.startedAt = snap.startedAt;
+  state.replicated = !!(snap.group && snap.group.state && snap.group.state !== "leader");
   setText($("cluster"), snap.cluster);
   setText($("master"), `master ${snap.master}`);
   setText($("build"), snap.build || "");
@@ -570,6 +623,7 @@ function applySnapshot(snap) {
   state.nodes = next;
   state.seen = true;
   renderServices(snap.services, snap.now);
+  renderMasters(snap.group, snap.now);
   render();
   if (!window.muster.ready) {
     window.muster.ready = performance.now();
