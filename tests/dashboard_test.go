@@ -525,6 +525,10 @@ func (r *fakeRoll) Services(context.Context) ([]rpcdef.Entry, error) {
 	return nil, errors.New("no registry in this test")
 }
 
+func (r *fakeRoll) Group() dashboard.Group {
+	return dashboard.Group{Self: "m1", State: "leader", Term: 2, Leader: "m1"}
+}
+
 // TestDashboardTenThousand serves the real dashboard package on a made-up
 // roll of 10,000 nodes (no master: the page's own cost) and prints how long
 // chromium takes to draw it, to filter it, and to draw a node dead after its

@@ -3,9 +3,11 @@ package tests
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -609,4 +611,34 @@ func TestHAAddRemoveMaster(t *testing.T) {
 		t.Errorf("the leader changed from %s to %s while m4 came and went", leader, l)
 	}
 	m4.kill()
+
+	// A follower's dashboard says who leads, and shows the replicated roll.
+	var follower string
+	for _, m := range masterNames {
+		if m != leader {
+			follower = m
+			break
+		}
+	}
+	var snap struct {
+		Group struct {
+			Self, State, Leader string
+		} `json:"group"`
+		Nodes []struct {
+			Name string `json:"name"`
+		} `json:"nodes"`
+	}
+	url := httpURL(h.masters[follower].proc, "metrics and the dashboard") + "api/snapshot"
+	waitFor(t, 10*time.Second, follower+"'s dashboard", func() (bool, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&snap); err != nil {
+			return false, err.Error()
+		}
+		return snap.Group.Self == follower && snap.Group.State == "follower" && snap.Group.Leader == leader && len(snap.Nodes) == 1,
+			fmt.Sprintf("%+v", snap)
+	})
 }
