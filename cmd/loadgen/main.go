@@ -31,6 +31,24 @@ event -> every other simulated slave's Watch returned it) and the cold-join
 time; --json prints the same as JSON. Exit status 1 if there was a false
 death, a strike not detected or delivered, or the run could not finish.
 
+With several masters (issue 15) the simulated slaves follow the leader as
+slaved does. A follower's "not the leader" names the leader, and the slave
+joins there in one hop. When a slave's master stops answering (SIGKILL the
+leader), it tries the masters the last Join or Heartbeat reply named, leader
+first and the lost one last, then the registries (--registry takes several,
+comma-separated, asked in turn from a random one) or --master, with backoff
+and jitter; the new leader's "not joined" makes it join again with the same
+incarnation. A failover is not a false death: only the master's suspect and
+dead events of a live slave are. The summary counts failovers (a slave joined
+again after its master stopped answering), redirects to the leader and leader
+changes, beside rejoins and reconnects. For 20 failovers in a row, run with a
+--duration long enough for them, and kill and restart the leader meanwhile
+(the registries of the master hosts below; --master-pid follows one process,
+so leave it out, or read its figures as those of that master alone):
+
+  loadgen --registry 127.0.0.1:7111,127.0.0.1:7121,127.0.0.1:7131 \
+    --ca certs/ca.pem --ca-key certs/ca-key.pem -n 1000 --duration 10m
+
 The detector needs 16 heartbeats of history for its fast regime (dead about
 1.5s after the last heartbeat; about 3.6s before): keep --at at 18s or more to
 measure that, or expect the slower figures.
@@ -91,10 +109,10 @@ func holdGC() int64 {
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
-	daemon.Usage(fs, "loadgen (--registry HOST:PORT | --master HOST:PORT) --ca FILE --ca-key FILE [-n N] [flags]", about)
+	daemon.Usage(fs, "loadgen (--registry HOST:PORT[,HOST:PORT...] | --master HOST:PORT) --ca FILE --ca-key FILE [-n N] [flags]", about)
 	c := loadgen.DefaultConfig()
-	fs.StringVar(&c.Registry, "registry", "", "registry `HOST:PORT`: ClusterService/<cluster> is looked up there, as slaved does")
-	fs.StringVar(&c.Master, "master", "", "the master's `HOST:PORT`, dialled directly instead")
+	fs.StringVar(&c.Registry, "registry", "", "the registries, `HOST:PORT[,HOST:PORT...]` (at most 9): ClusterService/<cluster> is looked up in each in turn, from a random one, as slaved does")
+	fs.StringVar(&c.Master, "master", "", "a master's `HOST:PORT`, dialled directly instead (a follower names the leader)")
 	fs.StringVar(&c.Cluster, "cluster", "", "the cluster's `name`; must be the CA's (default: the CA's)")
 	fs.StringVar(&c.CAFile, "ca", "", "the cluster CA's certificate `file` (ca.pem)")
 	fs.StringVar(&c.CAKeyFile, "ca-key", "", "the cluster CA's key `file` (ca-key.pem): it issues every simulated slave's certificate")

@@ -9,7 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"strconv"
 	"time"
+
+	"github.com/muster-lab/muster/conf"
 )
 
 // Hard limits: every loop that sends traffic is bounded.
@@ -23,7 +27,10 @@ const (
 // Config is one run.
 type Config struct {
 	// Exactly one of Registry (look ClusterService/<cluster> up there) and
-	// Master (dial it directly) is set.
+	// Master (dial it directly) is set. Registry is a comma-separated list
+	// of HOST:PORT, asked in turn from a random one, as slaved asks its
+	// registries. Either way, a simulated slave then follows the masters
+	// the replies name, and the leader a follower names.
 	Registry string
 	Master   string
 	Cluster  string // must be the CA's; "" takes the CA's
@@ -84,20 +91,31 @@ func DefaultConfig() Config {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	regs := splitAddrs(c.Registry)
 	switch {
-	case c.Registry == "" && c.Master == "":
-		bad("give --registry HOST:PORT (ClusterService/<cluster> is looked up there) or --master HOST:PORT")
-	case c.Registry != "" && c.Master != "":
+	case len(regs) == 0 && c.Master == "":
+		bad("give --registry HOST:PORT[,HOST:PORT...] (ClusterService/<cluster> is looked up there) or --master HOST:PORT")
+	case len(regs) > 0 && c.Master != "":
 		bad("--registry %s and --master %s both given: give one", c.Registry, c.Master)
 	}
-	for _, a := range []struct{ flag, v string }{{"--registry", c.Registry}, {"--master", c.Master}} {
-		if a.v == "" {
-			continue
+	if len(regs) > conf.MaxRegistries {
+		bad("--registry lists %d registries: at most %d (one per master host)", len(regs), conf.MaxRegistries)
+	}
+	for i, a := range regs {
+		switch {
+		case a == "":
+			bad("--registry %q: entry %d is empty: want HOST:PORT,HOST:PORT", c.Registry, i+1)
+		case slices.Contains(regs[:i], a):
+			bad("--registry: %s is listed twice", a)
+		default:
+			if err := c.checkAddr(a); err != nil {
+				bad("--registry: %v", err)
+			}
 		}
-		if _, _, err := net.SplitHostPort(a.v); err != nil {
-			bad("%s %q: want HOST:PORT", a.flag, a.v)
-		} else if err := c.checkHost(a.v); err != nil {
-			bad("%s: %v", a.flag, err)
+	}
+	if c.Master != "" {
+		if err := c.checkAddr(c.Master); err != nil {
+			bad("--master: %v", err)
 		}
 	}
 	if c.CAFile == "" || c.CAKeyFile == "" {
@@ -143,6 +161,27 @@ func (c *Config) Validate() error {
 		bad("--master-pid %d: want a process id", c.MasterPID)
 	}
 	return errors.Join(errs...)
+}
+
+// maxAddrLen bounds a HOST:PORT: a DNS name at its longest, brackets, a
+// colon and a port.
+const maxAddrLen = 253 + 2 + 1 + 5
+
+// checkAddr checks an address loadgen is given or told to dial (by a
+// registry, a masters list, a follower naming the leader): HOST:PORT, with
+// a port from 1 to 65535, on this host unless AllowRemote.
+func (c *Config) checkAddr(addr string) error {
+	if len(addr) > maxAddrLen {
+		return fmt.Errorf("address %.20q... is %d bytes: want HOST:PORT, at most %d", addr, len(addr), maxAddrLen)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return fmt.Errorf("%q: want HOST:PORT", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", addr, port)
+	}
+	return c.checkHost(addr)
 }
 
 // checkHost refuses an address off this host unless AllowRemote: loadgen

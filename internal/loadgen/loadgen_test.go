@@ -111,6 +111,17 @@ func TestConfigValidate(t *testing.T) {
 		{"remote", func(c *Config) { c.Master = "10.0.0.5:7112" }, "--allow-remote"},
 		{"remote allowed", func(c *Config) { c.Master, c.AllowRemote = "10.0.0.5:7112", true }, ""},
 		{"no port", func(c *Config) { c.Master = "127.0.0.1" }, "want HOST:PORT"},
+		{"bad port", func(c *Config) { c.Master = "127.0.0.1:99999" }, "port \"99999\""},
+		{"registry", func(c *Config) { c.Master, c.Registry = "", "127.0.0.1:7111" }, ""},
+		{"registries", func(c *Config) { c.Master, c.Registry = "", "127.0.0.1:7111, 127.0.0.2:7111,localhost:7111" }, ""},
+		{"registries and master", func(c *Config) { c.Registry = "127.0.0.1:7111,127.0.0.2:7111" }, "give one"},
+		{"empty registry entry", func(c *Config) { c.Master, c.Registry = "", "127.0.0.1:7111,,127.0.0.2:7111" }, "entry 2 is empty"},
+		{"registry twice", func(c *Config) { c.Master, c.Registry = "", "127.0.0.1:7111,127.0.0.1:7111" }, "listed twice"},
+		{"remote registry", func(c *Config) { c.Master, c.Registry = "", "127.0.0.1:7111,10.0.0.5:7111" }, "10.0.0.5:7111 is not a loopback"},
+		{"registry no port", func(c *Config) { c.Master, c.Registry = "", "127.0.0.1:7111,127.0.0.2" }, `"127.0.0.2": want HOST:PORT`},
+		{"too many registries", func(c *Config) {
+			c.Master, c.Registry = "", "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3,127.0.0.1:4,127.0.0.1:5,127.0.0.1:6,127.0.0.1:7,127.0.0.1:8,127.0.0.1:9,127.0.0.1:10"
+		}, "lists 10 registries: at most 9"},
 		{"no ca", func(c *Config) { c.CAKeyFile = "" }, "--ca and --ca-key"},
 		{"admin half", func(c *Config) { c.AdminCert = "a.pem" }, "go together"},
 		{"too many", func(c *Config) { c.Slaves = MaxSlaves + 1 }, "-n 50001"},
@@ -224,7 +235,7 @@ func TestWriteTableGolden(t *testing.T) {
 		Slaves: 1000, Watchers: 1000, WatchStart: WatchAtJoin, JoinRate: 64, Roll: true, Master: "127.0.0.1:7112", MasterPID: 4242, Steady: 40,
 		ColdJoin:  ColdJoin{Joined: 1000, Seconds: 3.11, Call: lat(153, 491, 660, 1000)},
 		Heartbeat: Heartbeat{Latency: lat(0.25, 45.6, 285, 39935), PerSecond: 998.4},
-		Calls:     Calls{Reports: 8138, Watches: 39436},
+		Calls:     Calls{Reports: 8138, Watches: 39436, Rejoins: 3, Reconnects: 1003, Failovers: 1000, Redirects: 5, LeaderChanges: 1},
 		Strikes: []Strike{
 			{Node: "sim-00051", How: howKill, At: at, Detected: true, SuspectMS: 0.53, DeadMS: 538, FanoutMS: 52.8, Reached: 998, Expected: 998},
 			{Node: "sim-00151", How: howSilence, At: at, Detected: true, SuspectMS: 539, DeadMS: 739, SinceBeatMS: 1556, FanoutMS: 72.3, Reached: 998, Expected: 998},

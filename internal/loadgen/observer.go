@@ -2,7 +2,9 @@ package loadgen
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,25 +16,32 @@ import (
 
 // observerConn follows the master's events with an admin certificate, for
 // detections and false deaths that no simulated slave's Watch saw (with
-// --watchers 0, say).
+// --watchers 0, say). Any master serves Watch, a follower too: when the
+// one it watches stops answering, it moves to the next of r.targets, and
+// its version stays valid there.
 type observerConn struct {
 	cl      *rpcdef.ClusterClient
+	tls     *tls.Config
 	version atomic.Uint64 // the latest event version seen
 	cancel  context.CancelFunc
 	done    sync.WaitGroup
+
+	mu   sync.Mutex
+	addr string // the master watched
 }
 
 func newObserverConn(ctx context.Context, r *run, admin *pki.Store) (*observerConn, error) {
-	cl := rpcdef.NewClusterClient("master "+r.addr, rpcdef.DialTLS(r.addr, admin.ClientConfig(pki.ExpectRole(pki.RoleMaster))))
+	o := &observerConn{tls: admin.ClientConfig(pki.ExpectRole(pki.RoleMaster)), addr: r.addr}
+	o.cl = rpcdef.NewClusterClient("the master", o.dial)
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	m, err := cl.Members(cctx, "")
+	m, err := o.cl.Members(cctx, "")
 	cancel()
 	if err != nil {
-		cl.Close()
+		o.cl.Close()
 		return nil, fmt.Errorf("read the roll from the master at %s: %w", r.addr, err)
 	}
 	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	o := &observerConn{cl: cl, cancel: stop}
+	o.cancel = stop
 	o.version.Store(m.Version)
 	o.done.Go(func() { o.loop(wctx, r) })
 	return o, nil
@@ -50,7 +59,16 @@ func (o *observerConn) loop(ctx context.Context, r *run) {
 			return
 		}
 		if err != nil {
-			r.log.Warnf("observer's watch: %v", err)
+			at := o.master()
+			if rpcdef.NoAnswer(err) {
+				if next := r.targets(at); len(next) > 0 && next[0] != at {
+					o.moveTo(next[0])
+					r.log.Warnf("observer's watch at %s: %v; watching %s instead", at, err, next[0])
+					daemon.Sleep(ctx, b.Next())
+					continue
+				}
+			}
+			r.log.Warnf("observer's watch at %s: %v", at, err)
 			daemon.Sleep(ctx, b.Next())
 			continue
 		}
@@ -58,6 +76,26 @@ func (o *observerConn) loop(ctx context.Context, r *run) {
 		r.tr.observe(observer, &rep, recv)
 		o.version.Store(rep.Version)
 	}
+}
+
+// master is the address of the master watched.
+func (o *observerConn) master() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.addr
+}
+
+// moveTo watches the master at addr from the next call on.
+func (o *observerConn) moveTo(addr string) {
+	o.mu.Lock()
+	o.addr = addr
+	o.mu.Unlock()
+	o.cl.Close()
+}
+
+// dial is the client's Dialer: TLS to the master watched now.
+func (o *observerConn) dial(ctx context.Context) (net.Conn, error) {
+	return rpcdef.DialTLS(o.master(), o.tls)(ctx)
 }
 
 // current is the master's event version now, read with a one-member

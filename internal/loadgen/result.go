@@ -64,8 +64,15 @@ type Calls struct {
 	ReportsFailed uint64 `json:"reports_failed"`
 	Watches       uint64 `json:"watches"` // Watch replies to simulated slaves
 	WatchesFailed uint64 `json:"watches_failed"`
-	Rejoins       uint64 `json:"rejoins"`    // joins again after the master refused a heartbeat
+	Rejoins       uint64 `json:"rejoins"`    // joins again after the master refused a heartbeat (a new leader not yet joined, say)
 	Reconnects    uint64 `json:"reconnects"` // connections made after a slave's first
+	// Failovers: a slave's master stopped answering, and it joined a
+	// master again (another, or the same one back). Not false deaths.
+	Failovers uint64 `json:"failovers"`
+	// Redirects: a follower named the leader and a slave went there.
+	Redirects uint64 `json:"redirects"`
+	// LeaderChanges: a join taken by another master than the one before.
+	LeaderChanges uint64 `json:"leader_changes"`
 }
 
 // Strike is one simulated slave killed or silenced.
@@ -119,6 +126,7 @@ func (r *run) results(res *Result, victims []*victim, steady time.Duration) {
 		Reports: st.reports.Load(), ReportsFailed: st.reportsFailed.Load(),
 		Watches: st.watches.Load(), WatchesFailed: st.watchesFailed.Load(),
 		Rejoins: st.rejoins.Load(), Reconnects: st.reconnects.Load(),
+		Failovers: st.failovers.Load(), Redirects: st.redirects.Load(), LeaderChanges: st.leaderChanges.Load(),
 	}
 	falses := r.tr.falseDeaths()
 	res.FalseDeaths = len(falses)
@@ -265,6 +273,8 @@ func (res *Result) WriteTable(w io.Writer) error {
 	c := res.Calls
 	fmt.Fprintf(&b, "reports: %d (%d failed); watch replies: %d (%d failed); rejoins: %d; reconnects: %d\n",
 		c.Reports, c.ReportsFailed, c.Watches, c.WatchesFailed, c.Rejoins, c.Reconnects)
+	fmt.Fprintf(&b, "failovers: %d (a slave's master stopped answering and it joined again); redirects to the leader: %d; leader changes: %d\n",
+		c.Failovers, c.Redirects, c.LeaderChanges)
 	usage := func(who string, u *PhaseUsage, hint string) {
 		if u == nil {
 			fmt.Fprintf(&b, "%s: not measured%s\n", who, hint)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -36,6 +37,9 @@ type counters struct {
 	watchesFailed atomic.Uint64
 	rejoins       atomic.Uint64
 	reconnects    atomic.Uint64
+	redirects     atomic.Uint64 // a follower named the leader, and the slave went there
+	failovers     atomic.Uint64 // a slave's master stopped answering and it joined one again
+	leaderChanges atomic.Uint64 // the slaves joined at another master than before
 	leavesFailed  atomic.Uint64
 }
 
@@ -43,7 +47,11 @@ type counters struct {
 type run struct {
 	cfg         Config
 	log         logrus.FieldLogger
-	addr        string
+	addr        string // the master found first
+	find        *finder
+	masters     masterList // the last reply's, for every simulated slave
+	leaderMu    sync.Mutex
+	leader      string    // where the latest join was taken
 	epoch       time.Time // heartbeat phases count from it
 	incarnation uint64
 	resources   rpcdef.Resources
@@ -84,12 +92,13 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (*Result, erro
 	if err != nil {
 		return nil, err
 	}
-	addr, err := resolve(ctx, cfg, ca.Cluster, admin)
+	find := newAdminFinder(cfg, ca.Cluster, admin)
+	addr, err := resolve(ctx, cfg, find)
 	if err != nil {
 		return nil, err
 	}
 	r := &run{
-		cfg: cfg, log: log, addr: addr, epoch: time.Now(),
+		cfg: cfg, log: log, addr: addr, find: find, leader: addr, epoch: time.Now(),
 		incarnation: uint64(time.Now().UnixNano()), resources: fixedResources(),
 	}
 	names := make([]string, cfg.Slaves)
@@ -145,28 +154,56 @@ func adminStore(cfg Config, ca *pki.CA) (*pki.Store, error) {
 }
 
 // resolve finds the master: the address given, or ClusterService/<cluster>
-// in the registry, looked up with the observer's certificate.
-func resolve(ctx context.Context, cfg Config, cluster string, admin *pki.Store) (string, error) {
+// in the registries, looked up with the observer's certificate.
+func resolve(ctx context.Context, cfg Config, find *finder) (string, error) {
 	if cfg.Master != "" {
 		return cfg.Master, nil
 	}
-	key := rpcdef.ServiceKey{Name: rpcdef.ClusterService, Instance: cluster}
-	reg := rpcdef.NewRegistryClient("registry "+cfg.Registry,
-		rpcdef.DialTLS(cfg.Registry, admin.ClientConfig(pki.ExpectRole(pki.RoleRegistry))))
-	defer reg.Close()
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	e, err := reg.Lookup(cctx, key)
-	switch {
-	case errors.Is(err, rpcdef.ErrNotFound):
-		return "", fmt.Errorf("look up %s in the registry at %s: %w (is masterd running?)", key, cfg.Registry, err)
-	case err != nil:
-		return "", fmt.Errorf("look up %s in the registry at %s: %w", key, cfg.Registry, err)
+	return find.master(ctx)
+}
+
+// setMasters takes the masters list of a reply, and says so when it changed.
+func (r *run) setMasters(list []rpcdef.MasterAddr, version uint64, from string) {
+	changed, bad := r.masters.set(list, version, r.cfg.checkAddr)
+	if !changed {
+		return
 	}
-	if err := cfg.checkHost(e.Addr); err != nil {
-		return "", fmt.Errorf("the registry at %s lists %s at %v", cfg.Registry, key, err)
+	if len(bad) > 0 {
+		r.log.Warnf("%s named masters loadgen will not dial: %s", from, strings.Join(bad, "; "))
 	}
-	return e.Addr, nil
+	if len(list) > 0 {
+		r.log.WithField("masters_version", version).Infof("the masters are %s", r.masters.String())
+	}
+}
+
+// targets is where to try after the master at lost stopped answering: the
+// listed masters, leader first, then the registries' answer or --master,
+// lost last.
+func (r *run) targets(lost string) []string {
+	fallback := r.cfg.Master
+	if fallback == "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*r.cfg.CallTimeout)
+		addr, err := r.find.master(ctx)
+		cancel()
+		if err != nil {
+			r.log.Debugf("the registries: %v", err)
+		}
+		fallback = addr
+	}
+	return candidates(r.masters.list(), fallback, lost)
+}
+
+// joinedAt notes the master that took a join: the leader. The first join
+// at another one than before is told, once for all the slaves.
+func (r *run) joinedAt(addr string) {
+	r.leaderMu.Lock()
+	prev := r.leader
+	r.leader = addr
+	r.leaderMu.Unlock()
+	if prev != addr {
+		r.stats.leaderChanges.Add(1)
+		r.log.WithField("leader", addr).Infof("the simulated slaves follow the leader from %s to %s", prev, addr)
+	}
 }
 
 // issue makes a slave certificate for every name, in memory, using every CPU.
@@ -352,6 +389,12 @@ func (r *run) coldJoin(ctx context.Context) int {
 						break
 					}
 					r.stats.joinsFailed.Add(1)
+					if rpcdef.NoAnswer(err) && !errors.Is(err, context.DeadlineExceeded) {
+						// The master is gone: try the next one.
+						if next := r.targets(s.master()); len(next) > 0 {
+							s.moveTo(next[0])
+						}
+					}
 					if ctx.Err() == nil {
 						wait := b.Next()
 						r.log.WithField("peer", s.name).Warnf("join failed, trying again in %v: %v", wait.Round(time.Millisecond), err)

@@ -54,6 +54,7 @@ type sim struct {
 	phase   float64 // where in the interval its heartbeats go, from r.epoch: 0 to 1
 
 	mu     sync.Mutex
+	addr   string   // the master cl dials: moveTo changes it
 	raw    net.Conn // the TCP connection under cl, to kill it without a TLS goodbye
 	dials  int
 	killed bool
@@ -70,36 +71,69 @@ type sim struct {
 	joined   atomic.Bool
 	seq      uint64       // the heartbeat loop's alone
 	lastBeat atomic.Int64 // when its latest answered heartbeat was sent, unix ns
+	// resync, set by failover in the heartbeat loop's goroutine: the beats
+	// missed while it looked for a master are not counted as skipped.
+	resync bool
 }
 
 func newSim(r *run, idx int, tlsConf *tls.Config) *sim {
 	s := &sim{
 		r: r, idx: idx, name: r.cfg.name(idx), inc: r.incarnation + uint64(idx), tls: tlsConf,
-		watcher: r.cfg.watcher(idx), phase: rand.Float64(), halt: make(chan struct{}),
+		watcher: r.cfg.watcher(idx), phase: rand.Float64(), halt: make(chan struct{}), addr: r.addr,
 	}
-	s.cl = rpcdef.NewClusterClient("master "+r.addr, s.dial)
+	// The client names no address: the master it dials changes, and the
+	// dial's errors name it.
+	s.cl = rpcdef.NewClusterClient("the master", s.dial)
 	return s
 }
+
+// master is the address the slave dials now.
+func (s *sim) master() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// moveTo makes the slave's calls go to the master at addr from now on:
+// the connection to another is closed, and the next call dials addr.
+func (s *sim) moveTo(addr string) {
+	s.mu.Lock()
+	moved := s.addr != addr
+	s.addr = addr
+	s.mu.Unlock()
+	if moved {
+		s.cl.Close()
+	}
+}
+
+// errMoved: the slave moved to another master while a dial to the old one
+// was under way.
+var errMoved = errors.New("the simulated slave moved to another master during the dial")
 
 // dial is the client's Dialer: TLS to the master, keeping the TCP
 // connection so that kill can close it as the kernel of a killed process
 // would. A killed slave never dials again.
 func (s *sim) dial(ctx context.Context) (net.Conn, error) {
+	addr := s.master()
 	var d net.Dialer
-	raw, err := d.DialContext(ctx, "tcp", s.r.addr)
+	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	c := tls.Client(raw, s.tls)
 	if err := c.HandshakeContext(ctx); err != nil {
 		raw.Close()
-		return nil, fmt.Errorf("TLS handshake with %s: %w", s.r.addr, err)
+		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.killed {
 		raw.Close()
 		return nil, errKilled
+	}
+	if s.addr != addr {
+		raw.Close()
+		return nil, fmt.Errorf("connect to %s: %w", addr, errMoved)
 	}
 	if s.dials++; s.dials > 1 {
 		s.r.stats.reconnects.Add(1)
@@ -108,11 +142,37 @@ func (s *sim) dial(ctx context.Context) (net.Conn, error) {
 	return c, nil
 }
 
-// join sends Join and notes the intervals the master sets.
+// joinCall sends Join to the slave's master, always with the same
+// incarnation, and takes the reply's masters list. A follower's answer
+// naming the leader is followed, hops times at most: the slave moves
+// there and joins again.
+func (s *sim) joinCall(ctx context.Context, hops int) (rpcdef.JoinReply, error) {
+	for {
+		cctx, cancel := context.WithTimeout(ctx, joinCallTimeout)
+		r, err := s.cl.Join(cctx, rpcdef.JoinArgs{Node: s.name, Incarnation: s.inc, Protocol: rpcdef.ProtocolVersion, NoRoll: !s.r.cfg.Roll})
+		cancel()
+		if err == nil {
+			s.r.setMasters(r.Masters, r.MastersVersion, "the join reply of "+s.master())
+			s.r.joinedAt(s.master())
+			return r, nil
+		}
+		_, leader, ok := rpcdef.LeaderOf(err)
+		if !ok || hops == 0 {
+			return r, err
+		}
+		if cerr := s.r.cfg.checkAddr(leader); cerr != nil {
+			return r, fmt.Errorf("%w; the leader named: %v", err, cerr)
+		}
+		hops--
+		s.r.stats.redirects.Add(1)
+		s.moveTo(leader)
+	}
+}
+
+// join sends Join, following a follower's redirect once, and notes the
+// intervals the master sets.
 func (s *sim) join(ctx context.Context) error {
-	cctx, cancel := context.WithTimeout(ctx, joinCallTimeout)
-	defer cancel()
-	r, err := s.cl.Join(cctx, rpcdef.JoinArgs{Node: s.name, Incarnation: s.inc, Protocol: rpcdef.ProtocolVersion, NoRoll: !s.r.cfg.Roll})
+	r, err := s.joinCall(ctx, 1)
 	if err != nil {
 		return err
 	}
@@ -193,6 +253,14 @@ func (s *sim) beatLoop() {
 			if beats <= warmBeats {
 				next = next.Add(step)
 			}
+			if s.resync {
+				// Back from a failover: beat on from now, the beats
+				// missed while no master answered not counted as skipped.
+				s.resync = false
+				next = time.Now().Add(every)
+				nextReport = next.Add(every / 2)
+				continue
+			}
 			if now := time.Now(); now.Sub(next) > every {
 				// Fell a whole interval behind: skip the missed beats
 				// rather than send them in a burst, as a ticker does.
@@ -211,10 +279,12 @@ func (s *sim) beatLoop() {
 
 // heartbeat sends one heartbeat, and returns the interval the master asks
 // for (0 if none came back). One that fails on a broken connection is sent
-// again at once on a new one, as slaved does.
+// again at once on a new one, as slaved does; if that gets no answer
+// either, the master is gone and failover finds another. A follower's
+// answer naming the leader is followed: the slave joins there.
 func (s *sim) heartbeat() time.Duration {
 	s.seq++
-	args := rpcdef.HeartbeatArgs{Node: s.name, Incarnation: s.inc, Seq: s.seq}
+	args := rpcdef.HeartbeatArgs{Node: s.name, Incarnation: s.inc, Seq: s.seq, MastersVersion: s.r.masters.version()}
 	st := &s.r.stats
 	for attempt := 0; attempt < 2; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), s.r.cfg.CallTimeout)
@@ -228,21 +298,33 @@ func (s *sim) heartbeat() time.Duration {
 				s.r.beats.Record(lat)
 				st.beats.Add(1)
 			}
+			if r.Masters != nil {
+				s.r.setMasters(r.Masters, r.MastersVersion, "the heartbeat reply of "+s.master())
+			}
 			return r.Interval
 		}
 		if s.state.Load() != simRunning {
 			return 0 // killed or stopped under the call: not the master's failure
 		}
 		st.beatsFailed.Add(1)
+		if _, leader, ok := rpcdef.LeaderOf(err); ok {
+			s.follow(leader, err)
+			return 0
+		}
 		switch {
 		case rpcdef.MustRejoin(err):
-			// The master no longer counts this slave (a false death):
-			// join again, as slaved does.
+			// The master does not count this slave: a new leader it has not
+			// joined yet, a master that restarted, or one that declared it
+			// dead (a false death, which the tracker counts from the
+			// event). Join again with the same incarnation, as slaved does.
 			st.rejoins.Add(1)
-			s.r.log.WithField("peer", s.name).Warnf("heartbeat refused: %v; joining again", err)
+			s.r.log.WithField("peer", s.name).Debugf("heartbeat refused: %v; joining again", err)
 			if err := s.rejoin(); err != nil {
 				s.r.log.WithField("peer", s.name).Warnf("join again: %v", err)
 			}
+			return 0
+		case errors.Is(err, rpcdef.ErrNotLeader):
+			// A follower during an election: the next beat asks again.
 			return 0
 		case errors.Is(err, context.DeadlineExceeded):
 			// The deadline closed the connection; the next call redials.
@@ -254,13 +336,59 @@ func (s *sim) heartbeat() time.Duration {
 		}
 		st.beatsLost.Add(1)
 	}
+	s.failover(s.master())
 	return 0
 }
 
+// follow moves the slave to the leader a follower named in err, and joins
+// there: one hop, not followed further.
+func (s *sim) follow(leader string, err error) {
+	if cerr := s.r.cfg.checkAddr(leader); cerr != nil {
+		s.r.log.WithField("peer", s.name).Warnf("%v; not following the leader it names: %v", err, cerr)
+		return
+	}
+	s.r.stats.redirects.Add(1)
+	s.moveTo(leader)
+	if _, err := s.joinCall(context.Background(), 0); err != nil {
+		s.r.log.WithField("peer", s.name).Debugf("join at the leader %s: %v", leader, err)
+	}
+}
+
+// failover finds the slave a master after the one at lost stopped
+// answering: each of r.targets in turn, joined with one redirect, round
+// after round with backoff and jitter, until one takes the join or the
+// slave is halted. It runs in the heartbeat loop's goroutine.
+func (s *sim) failover(lost string) {
+	b := daemon.NewBackoff(daemon.InitialBackoff, 2*time.Second)
+	log := s.r.log.WithField("peer", s.name)
+	log.Debugf("the master at %s does not answer; looking for another", lost)
+	for s.state.Load() == simRunning {
+		var last error
+		for _, addr := range s.r.targets(lost) {
+			if s.state.Load() != simRunning {
+				return
+			}
+			s.moveTo(addr)
+			_, err := s.joinCall(context.Background(), 1)
+			if err == nil {
+				s.r.stats.failovers.Add(1)
+				s.resync = true
+				log.Debugf("joined at %s after %s stopped answering", s.master(), lost)
+				return
+			}
+			last = err
+		}
+		wait := b.Next()
+		log.Debugf("no master took the join (the last said: %v); trying again in %v", last, wait.Round(time.Millisecond))
+		if !s.sleep(wait) {
+			return
+		}
+	}
+}
+
+// rejoin joins again with the same incarnation, following a redirect once.
 func (s *sim) rejoin() error {
-	ctx, cancel := context.WithTimeout(context.Background(), joinCallTimeout)
-	defer cancel()
-	_, err := s.cl.Join(ctx, rpcdef.JoinArgs{Node: s.name, Incarnation: s.inc, Protocol: rpcdef.ProtocolVersion, NoRoll: !s.r.cfg.Roll})
+	_, err := s.joinCall(context.Background(), 1)
 	return err
 }
 
@@ -277,6 +405,9 @@ func (s *sim) sendReport() {
 		s.r.stats.reports.Add(1)
 	case s.state.Load() == simRunning:
 		s.r.stats.reportsFailed.Add(1)
+		if _, leader, ok := rpcdef.LeaderOf(err); ok {
+			s.follow(leader, err)
+		}
 	}
 }
 
@@ -355,7 +486,14 @@ func (s *sim) leave() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.r.cfg.CallTimeout)
 	defer cancel()
-	if err := s.cl.Leave(ctx, rpcdef.LeaveArgs{Node: s.name, Incarnation: s.inc, Reason: "loadgen finished"}); err != nil {
+	args := rpcdef.LeaveArgs{Node: s.name, Incarnation: s.inc, Reason: "loadgen finished"}
+	err := s.cl.Leave(ctx, args)
+	if _, leader, ok := rpcdef.LeaderOf(err); ok && s.r.cfg.checkAddr(leader) == nil {
+		s.r.stats.redirects.Add(1)
+		s.moveTo(leader)
+		err = s.cl.Leave(ctx, args)
+	}
+	if err != nil {
 		s.r.stats.leavesFailed.Add(1)
 	}
 }
