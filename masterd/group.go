@@ -188,11 +188,9 @@ func (s *Server) establish(ctx context.Context) {
 	}
 	p := newProposer(apply, log)
 	go p.run(ctx)
-	all, _ := s.group.roll.Members()
-	members := len(all)
 	grace := s.cfg.Raft.FailoverGrace.D()
 	if grace == 0 {
-		grace = FailoverGrace(s.ms.t.Detector.MaxDead, members)
+		grace = FailoverGrace(s.ms.t.Detector.MaxDead, s.group.roll.Len())
 	}
 	n := s.ms.Lead(grace, p.add)
 	s.group.proposer.Store(p)

@@ -233,6 +233,13 @@ func (r *Roll) Member(name string) (rpcdef.Member, uint64, bool) {
 	return m, r.version, ok
 }
 
+// Len is how many members the roster has.
+func (r *Roll) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.members)
+}
+
 // Empty says whether nothing was ever recorded.
 func (r *Roll) Empty() bool {
 	r.mu.Lock()
