@@ -2,7 +2,6 @@ package slaved
 
 import (
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +10,9 @@ import (
 
 	"github.com/muster-lab/muster/conf"
 	"github.com/muster-lab/muster/internal/pki"
+	"github.com/muster-lab/muster/internal/pki/pkitest"
+	"github.com/muster-lab/muster/internal/tlsrpc/tlsrpctest"
+	"github.com/muster-lab/muster/internal/waitfor"
 	"github.com/muster-lab/muster/rpcdef"
 )
 
@@ -42,7 +44,7 @@ func (m *fakeMaster) setJoinErr(err error) {
 // joinedAt waits until the slave's view says it is joined at m.
 func joinedAt(t *testing.T, r *running, m *fakeMaster) {
 	t.Helper()
-	waitFor(t, 10*time.Second, "the view to name "+m.addr, func() bool {
+	waitfor.True(t, 10*time.Second, "the view to name "+m.addr, func() bool {
 		v := r.s.view.Reply()
 		return v.Joined && v.MasterAddr == m.addr && v.Master == m.id
 	})
@@ -60,30 +62,15 @@ func sameIncarnation(t *testing.T, r *running, ms ...*fakeMaster) {
 	}
 }
 
-// closedAddr is a 127.0.0.1 address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // TestRunFollowsTheLeader: the registry names a follower; its answer names
 // the leader, and the slave joins there in one hop, without the registry.
 func TestRunFollowsTheLeader(t *testing.T) {
-	dir := t.TempDir()
-	l := newPKILab(t)
-	reg, regSocket := startRegistry(t, dir)
-	m1 := startMaster(t, l.store(pki.RoleMaster, "m1"), "")
-	m2 := startMaster(t, l.store(pki.RoleMaster, "m2"), "")
+	l := newLab(t)
+	m1, m2 := l.master("m1"), l.master("m2")
 	m1.setJoinErr(rpcdef.NotLeader("m2", m2.addr))
 	m2.setMasters(4, m2, m1)
-	reg.set(m1.addr)
-	r := runSlave(t, slaveConfig(t, l, dir, regSocket))
+	l.reg.set(m1.addr)
+	r := runSlave(t, l.config())
 
 	joinedAt(t, r, m2)
 	want := fmt.Sprintf("master m1 is a follower; the leader is m2 at %s: joining there", m2.addr)
@@ -93,7 +80,7 @@ func TestRunFollowsTheLeader(t *testing.T) {
 	if n := m1.count("Join"); n != 1 {
 		t.Errorf("%d joins at the follower, want 1", n)
 	}
-	if n := reg.lookups(); n != 1 {
+	if n := l.reg.lookups(); n != 1 {
 		t.Errorf("%d lookups: a redirect is followed without the registry", n)
 	}
 	sameIncarnation(t, r, m1, m2)
@@ -101,7 +88,7 @@ func TestRunFollowsTheLeader(t *testing.T) {
 	if v != 4 || describeMasters(list) != describeMasters(m2.masters) {
 		t.Errorf("masters = %s at version %d, want %s at 4", describeMasters(list), v, describeMasters(m2.masters))
 	}
-	waitFor(t, 5*time.Second, "a heartbeat with the masters version", func() bool {
+	waitfor.True(t, 5*time.Second, "a heartbeat with the masters version", func() bool {
 		hbs := m2.callsOf("Heartbeat")
 		return len(hbs) > 0 && hbs[len(hbs)-1].mv == 4
 	})
@@ -115,16 +102,13 @@ func TestRunFollowsTheLeader(t *testing.T) {
 // leadership; its heartbeat answer names the new leader, which the slave
 // joins with the same incarnation.
 func TestRunFollowsANewLeader(t *testing.T) {
-	dir := t.TempDir()
-	l := newPKILab(t)
-	reg, regSocket := startRegistry(t, dir)
-	m1 := startMaster(t, l.store(pki.RoleMaster, "m1"), "")
-	m2 := startMaster(t, l.store(pki.RoleMaster, "m2"), "")
+	l := newLab(t)
+	m1, m2 := l.master("m1"), l.master("m2")
 	m1.setMasters(1, m1, m2)
-	reg.set(m1.addr)
-	r := runSlave(t, slaveConfig(t, l, dir, regSocket))
+	l.reg.set(m1.addr)
+	r := runSlave(t, l.config())
 	joinedAt(t, r, m1)
-	waitFor(t, 5*time.Second, "a heartbeat", func() bool { return m1.count("Heartbeat") >= 1 })
+	waitfor.True(t, 5*time.Second, "a heartbeat", func() bool { return m1.count("Heartbeat") >= 1 })
 
 	m2.setMasters(2, m2, m1)
 	m1.mu.Lock()
@@ -134,7 +118,7 @@ func TestRunFollowsANewLeader(t *testing.T) {
 	if r.logged("master m1 is a follower; the leader is m2 at "+m2.addr+": joining there") == nil {
 		t.Error("no redirect line")
 	}
-	if n := reg.lookups(); n != 1 {
+	if n := l.reg.lookups(); n != 1 {
 		t.Errorf("%d lookups: a redirect is followed without the registry", n)
 	}
 	sameIncarnation(t, r, m1, m2)
@@ -145,22 +129,18 @@ func TestRunFollowsANewLeader(t *testing.T) {
 // masters it listed, the lost one last, and a follower's answer takes it
 // to the new leader, all without the registry.
 func TestRunFailsOverToAListedMaster(t *testing.T) {
-	dir := t.TempDir()
-	l := newPKILab(t)
-	reg, regSocket := startRegistry(t, dir)
-	m1 := startMaster(t, l.store(pki.RoleMaster, "m1"), "")
-	m2 := startMaster(t, l.store(pki.RoleMaster, "m2"), "")
-	m3 := startMaster(t, l.store(pki.RoleMaster, "m3"), "")
+	l := newLab(t)
+	m1, m2, m3 := l.master("m1"), l.master("m2"), l.master("m3")
 	m1.setMasters(7, m1, m2, m3)
 	m2.setJoinErr(rpcdef.NotLeader("m3", m3.addr))
 	m3.setMasters(8, m3, m2)
-	reg.set(m1.addr)
-	r := runSlave(t, slaveConfig(t, l, dir, regSocket))
+	l.reg.set(m1.addr)
+	r := runSlave(t, l.config())
 	joinedAt(t, r, m1)
 
 	m1.srv.Close()
 	joinedAt(t, r, m3)
-	if n := reg.lookups(); n != 1 {
+	if n := l.reg.lookups(); n != 1 {
 		t.Errorf("%d lookups: the listed masters should have been enough", n)
 	}
 	if n := m2.count("Join"); n != 1 {
@@ -181,22 +161,18 @@ func TestRunFailsOverToAListedMaster(t *testing.T) {
 // TestRunFailsOverToTheRegistryLast: when no listed master takes the slave,
 // the registry is asked, and only then.
 func TestRunFailsOverToTheRegistryLast(t *testing.T) {
-	dir := t.TempDir()
-	l := newPKILab(t)
-	reg, regSocket := startRegistry(t, dir)
-	m1 := startMaster(t, l.store(pki.RoleMaster, "m1"), "")
-	m2 := startMaster(t, l.store(pki.RoleMaster, "m2"), "")
-	m3 := startMaster(t, l.store(pki.RoleMaster, "m3"), "")
+	l := newLab(t)
+	m1, m2, m3 := l.master("m1"), l.master("m2"), l.master("m3")
 	m1.setMasters(1, m1, m2)
 	m2.setJoinErr(rpcdef.Errorf(rpcdef.CodeUnavailable, "m2 is shutting down"))
-	reg.set(m1.addr)
-	r := runSlave(t, slaveConfig(t, l, dir, regSocket))
+	l.reg.set(m1.addr)
+	r := runSlave(t, l.config())
 	joinedAt(t, r, m1)
 
-	reg.set(m3.addr)
+	l.reg.set(m3.addr)
 	m1.srv.Close()
 	joinedAt(t, r, m3)
-	lookups := reg.lookupTimes()
+	lookups := l.reg.lookupTimes()
 	m2joins := m2.callsOf("Join")
 	if len(lookups) < 2 || len(m2joins) == 0 {
 		t.Fatalf("%d lookups and %d joins at m2: want m2 tried, then the registry", len(lookups), len(m2joins))
@@ -215,15 +191,12 @@ func TestRunFailsOverToTheRegistryLast(t *testing.T) {
 // TestRunWaitsOutAnElection: a listed master that knows no leader yet is
 // asked again soon, and the registry is not asked meanwhile.
 func TestRunWaitsOutAnElection(t *testing.T) {
-	dir := t.TempDir()
-	l := newPKILab(t)
-	reg, regSocket := startRegistry(t, dir)
-	m1 := startMaster(t, l.store(pki.RoleMaster, "m1"), "")
-	m2 := startMaster(t, l.store(pki.RoleMaster, "m2"), "")
+	l := newLab(t)
+	m1, m2 := l.master("m1"), l.master("m2")
 	m1.setMasters(1, m1, m2)
 	m2.joinErrs = []error{rpcdef.NotLeader("", ""), rpcdef.NotLeader("", ""), rpcdef.NotLeader("", "")}
-	reg.set(m1.addr)
-	cfg := slaveConfig(t, l, dir, regSocket)
+	l.reg.set(m1.addr)
+	cfg := l.config()
 	cfg.MaxBackoff = conf.Duration(10 * time.Second) // an election's waits are shorter than this
 	r := runSlave(t, cfg)
 	joinedAt(t, r, m1)
@@ -234,7 +207,7 @@ func TestRunWaitsOutAnElection(t *testing.T) {
 	if n := m2.count("Join"); n != 4 {
 		t.Errorf("%d joins at m2, want 3 refused during the election and 1 accepted", n)
 	}
-	if n := reg.lookups(); n != 1 {
+	if n := l.reg.lookups(); n != 1 {
 		t.Errorf("%d lookups: the registry knows no better during an election", n)
 	}
 	// Three election waits of at most maxElectionWait each, and the rest.
@@ -260,27 +233,23 @@ func TestRunWaitsOutAnElection(t *testing.T) {
 // certificate is refused at the handshake.
 func TestRunRefusesABadRedirect(t *testing.T) {
 	t.Run("not HOST:PORT", func(t *testing.T) {
-		dir := t.TempDir()
-		l := newPKILab(t)
-		reg, regSocket := startRegistry(t, dir)
-		m1 := startMaster(t, l.store(pki.RoleMaster, "m1"), "")
+		l := newLab(t)
+		m1 := l.master("m1")
 		m1.setJoinErr(rpcdef.NotLeader("m2", "nowhere"))
-		reg.set(m1.addr)
-		r := runSlave(t, slaveConfig(t, l, dir, regSocket))
-		waitFor(t, 10*time.Second, "the refusal", func() bool { return r.logged("not dialling the leader it names") != nil })
+		l.reg.set(m1.addr)
+		r := runSlave(t, l.config())
+		waitfor.True(t, 10*time.Second, "the refusal", func() bool { return r.logged("not dialling the leader it names") != nil })
 		r.stop(t)
 	})
 	t.Run("not a master", func(t *testing.T) {
-		dir := t.TempDir()
-		l := newPKILab(t)
-		reg, regSocket := startRegistry(t, dir)
-		m1 := startMaster(t, l.store(pki.RoleMaster, "m1"), "")
-		m9 := startMaster(t, l.store(pki.RoleSlave, "node-9"), "")
+		l := newLab(t)
+		m1 := l.master("m1")
+		m9 := startMaster(t, l.ca.NodeStore(pki.RoleSlave, "node-9"), "")
 		m1.setJoinErr(rpcdef.NotLeader("m2", m9.addr))
-		reg.set(m1.addr)
-		r := runSlave(t, slaveConfig(t, l, dir, regSocket))
+		l.reg.set(m1.addr)
+		r := runSlave(t, l.config())
 		want := fmt.Sprintf("leader m2 (named by m1): %s is served by spiffe://lab/slave/node-9, not a master", m9.addr)
-		waitFor(t, 10*time.Second, "the refusal", func() bool { return r.logged(want) != nil })
+		waitfor.True(t, 10*time.Second, "the refusal", func() bool { return r.logged(want) != nil })
 		if e := r.logged(want); e.Level != logrus.ErrorLevel {
 			t.Errorf("refusal at %s, want error", e.Level)
 		}
@@ -295,13 +264,13 @@ func TestRunRefusesABadRedirect(t *testing.T) {
 // is skipped, and the one that answered is asked first next time.
 func TestRunAsksTheRegistriesInTurn(t *testing.T) {
 	dir := t.TempDir()
-	l := newPKILab(t)
-	down := closedAddr(t)
-	reg, up := startTLSRegistry(t, l.store(pki.RoleRegistry, "reg1"))
-	st := l.store(pki.RoleMaster, "m1")
+	ca := pkitest.New(t, "lab")
+	down := tlsrpctest.ClosedAddr(t)
+	reg, up := startTLSRegistry(t, ca.NodeStore(pki.RoleRegistry, "reg1"))
+	st := ca.NodeStore(pki.RoleMaster, "m1")
 	m1 := startMaster(t, st, "")
 	reg.set(m1.addr)
-	cfg := slaveConfig(t, l, dir, "")
+	cfg := slaveConfig(ca, dir, "")
 	cfg.Registries = []string{down, up}
 	r := runSlave(t, cfg)
 	joinedAt(t, r, m1)
@@ -330,12 +299,12 @@ func TestRunAsksTheRegistriesInTurn(t *testing.T) {
 func TestRunNamesEveryRegistry(t *testing.T) {
 	t.Run("unreachable", func(t *testing.T) {
 		dir := t.TempDir()
-		l := newPKILab(t)
-		a, b := closedAddr(t), closedAddr(t)
-		cfg := slaveConfig(t, l, dir, "")
+		ca := pkitest.New(t, "lab")
+		a, b := tlsrpctest.ClosedAddr(t), tlsrpctest.ClosedAddr(t)
+		cfg := slaveConfig(ca, dir, "")
 		cfg.Registries = []string{a, b}
 		r := runSlave(t, cfg)
-		waitFor(t, 10*time.Second, "the lookup failure", func() bool { return r.logged("in 2 registries: the registry at ") != nil })
+		waitfor.True(t, 10*time.Second, "the lookup failure", func() bool { return r.logged("in 2 registries: the registry at ") != nil })
 		e := r.logged("in 2 registries: the registry at ")
 		for _, addr := range []string{a, b} {
 			if !strings.Contains(e.Message, "the registry at "+addr+": connect to registry "+addr) {
@@ -346,14 +315,14 @@ func TestRunNamesEveryRegistry(t *testing.T) {
 	})
 	t.Run("not registered", func(t *testing.T) {
 		dir := t.TempDir()
-		l := newPKILab(t)
-		_, a := startTLSRegistry(t, l.store(pki.RoleRegistry, "reg1"))
-		_, b := startTLSRegistry(t, l.store(pki.RoleRegistry, "reg2"))
-		cfg := slaveConfig(t, l, dir, "")
+		ca := pkitest.New(t, "lab")
+		_, a := startTLSRegistry(t, ca.NodeStore(pki.RoleRegistry, "reg1"))
+		_, b := startTLSRegistry(t, ca.NodeStore(pki.RoleRegistry, "reg2"))
+		cfg := slaveConfig(ca, dir, "")
 		cfg.Registries = []string{a, b}
 		r := runSlave(t, cfg)
 		want := "is not registered (is masterd running?); looking up the master again"
-		waitFor(t, 10*time.Second, "the lookup failure", func() bool { return r.logged(want) != nil })
+		waitfor.True(t, 10*time.Second, "the lookup failure", func() bool { return r.logged(want) != nil })
 		if e := r.logged(want); !strings.Contains(e.Message, a) || !strings.Contains(e.Message, b) {
 			t.Errorf("line %q does not name both registries", e.Message)
 		}
@@ -364,18 +333,15 @@ func TestRunNamesEveryRegistry(t *testing.T) {
 // TestRunTakesNewMastersLists: a heartbeat reply with a list replaces the
 // one held, and later heartbeats carry its version.
 func TestRunTakesNewMastersLists(t *testing.T) {
-	dir := t.TempDir()
-	l := newPKILab(t)
-	reg, regSocket := startRegistry(t, dir)
-	m1 := startMaster(t, l.store(pki.RoleMaster, "m1"), "")
-	m2 := startMaster(t, l.store(pki.RoleMaster, "m2"), "")
+	l := newLab(t)
+	m1, m2 := l.master("m1"), l.master("m2")
 	m1.setMasters(1, m1)
-	reg.set(m1.addr)
-	r := runSlave(t, slaveConfig(t, l, dir, regSocket))
+	l.reg.set(m1.addr)
+	r := runSlave(t, l.config())
 	joinedAt(t, r, m1)
 
 	m1.setMasters(2, m1, m2)
-	waitFor(t, 5*time.Second, "heartbeats at version 2", func() bool {
+	waitfor.True(t, 5*time.Second, "heartbeats at version 2", func() bool {
 		hbs := m1.callsOf("Heartbeat")
 		return len(hbs) > 0 && hbs[len(hbs)-1].mv == 2
 	})
@@ -388,7 +354,7 @@ func TestRunTakesNewMastersLists(t *testing.T) {
 	m1.masters = []rpcdef.MasterAddr{{Name: "M1!", Addr: m1.addr}, {Name: "m2", Addr: "nowhere"}, {Name: "m3", Addr: "127.0.0.1:0"}, {Name: "m1", Addr: m1.addr}}
 	m1.mastersVersion = 3
 	m1.mu.Unlock()
-	waitFor(t, 5*time.Second, "heartbeats at version 3", func() bool {
+	waitfor.True(t, 5*time.Second, "heartbeats at version 3", func() bool {
 		hbs := m1.callsOf("Heartbeat")
 		return len(hbs) > 0 && hbs[len(hbs)-1].mv == 3
 	})

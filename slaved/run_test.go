@@ -18,80 +18,43 @@ import (
 	"github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/muster-lab/muster/conf"
+	"github.com/muster-lab/muster/internal/logtest"
 	"github.com/muster-lab/muster/internal/pki"
+	"github.com/muster-lab/muster/internal/pki/pkitest"
 	"github.com/muster-lab/muster/internal/tlsrpc"
+	"github.com/muster-lab/muster/internal/tlsrpc/tlsrpctest"
+	"github.com/muster-lab/muster/internal/waitfor"
 	"github.com/muster-lab/muster/rpcdef"
 )
 
 // These tests run a Slave against a fake registry and a fake master that
 // speak the real wire contract over real sockets and mutual TLS.
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+// lab is where most Run tests start: a CA, the fake registry on a UNIX
+// socket in a temp dir, and fake masters with certificates of the CA.
+type lab struct {
+	t         *testing.T
+	ca        *pkitest.CA
+	dir       string
+	reg       *fakeRegistry
+	regSocket string
+}
+
+func newLab(t *testing.T) *lab {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval, not synchronisation
-	}
+	l := &lab{t: t, ca: pkitest.New(t, "lab"), dir: t.TempDir()}
+	l.reg, l.regSocket = startRegistry(t, l.dir)
+	return l
 }
 
-// pkiLab issues certificates of one cluster in memory.
-type pkiLab struct {
-	t  *testing.T
-	ca *pki.CA
-}
-
-func newPKILab(t *testing.T) *pkiLab {
-	ca, err := pki.NewCA("lab", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &pkiLab{t: t, ca: ca}
-}
-
-func (l *pkiLab) store(role pki.Role, name string) *pki.Store {
+// master starts a fake master on 127.0.0.1:0 with a master certificate for name.
+func (l *lab) master(name string) *fakeMaster {
 	l.t.Helper()
-	is, err := l.ca.Issue(pki.IssueRequest{Role: role, Name: name, Hosts: []string{"127.0.0.1"}})
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	st, err := pki.FromPEM(l.ca.CertPEM(), is.CertPEM, is.KeyPEM)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	return st
+	return startMaster(l.t, l.ca.NodeStore(pki.RoleMaster, name), "")
 }
 
-// serve runs a tlsrpc server until the test ends.
-func serve(t *testing.T, ln net.Listener, tc *tlsConfigSource, attach tlsrpc.Attach) *tlsrpc.Server {
-	t.Helper()
-	l, _ := test.NewNullLogger()
-	var srv *tlsrpc.Server
-	var err error
-	if tc == nil {
-		srv, err = tlsrpc.New(ln, nil, tlsrpc.Options{}, attach, l)
-	} else {
-		srv, err = tlsrpc.New(ln, tc.store.ServerConfig(), tlsrpc.Options{}, attach, l)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		srv.Serve(context.Background())
-		close(done)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
-	return srv
-}
-
-type tlsConfigSource struct{ store *pki.Store }
+// config is a config for node-1 that looks the master up in l's registry.
+func (l *lab) config() *conf.Slave { return slaveConfig(l.ca, l.dir, l.regSocket) }
 
 // fakeRegistry answers Lookup with the address it is told.
 type fakeRegistry struct {
@@ -138,9 +101,7 @@ func startRegistry(t *testing.T, dir string) (*fakeRegistry, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serve(t, ln, nil, func(srv *rpc.Server, _ tlsrpc.Peer) (func(), error) {
-		return nil, srv.RegisterName(rpcdef.RegistryReceiver, &registrySession{r: r})
-	})
+	tlsrpctest.Serve(t, ln, nil, tlsrpctest.Receiver(rpcdef.RegistryReceiver, &registrySession{r: r}))
 	return r, path
 }
 
@@ -156,13 +117,8 @@ func (r *fakeRegistry) lookupTimes() []time.Time {
 func startTLSRegistry(t *testing.T, st *pki.Store) (*fakeRegistry, string) {
 	t.Helper()
 	r := &fakeRegistry{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	serve(t, ln, &tlsConfigSource{st}, func(srv *rpc.Server, _ tlsrpc.Peer) (func(), error) {
-		return nil, srv.RegisterName(rpcdef.RegistryReceiver, &registrySession{r: r})
-	})
+	ln := tlsrpctest.Listen(t)
+	tlsrpctest.Serve(t, ln, st.ServerConfig(), tlsrpctest.Receiver(rpcdef.RegistryReceiver, &registrySession{r: r}))
 	return r, ln.Addr().String()
 }
 
@@ -215,14 +171,30 @@ func startMaster(t *testing.T, st *pki.Store, addr string) *fakeMaster {
 	}
 	m := &fakeMaster{t: t, addr: ln.Addr().String(), id: st.Identity().String(), hb: 50 * time.Millisecond, rep: 100 * time.Millisecond, version: 1, changed: make(chan struct{})}
 	m.members = []rpcdef.Member{{Name: "node-a", Status: rpcdef.StatusAlive, Incarnation: 1, Addr: "127.0.0.9:1"}}
-	m.srv = serve(t, ln, &tlsConfigSource{st}, func(srv *rpc.Server, p tlsrpc.Peer) (func(), error) {
+	m.srv = tlsrpctest.Serve(t, ln, st.ServerConfig(), func(srv *rpc.Server, p tlsrpc.Peer) (func(), error) {
 		return nil, srv.RegisterName(rpcdef.ClusterService, &masterSession{m: m, peer: p})
 	})
 	return m
 }
 
-func (m *fakeMaster) record(method, node string, inc uint64, p tlsrpc.Peer) {
-	m.calls = append(m.calls, call{method: method, node: node, inc: inc, conn: p.ConnID, at: time.Now()})
+// begin locks the master and records a call of method on x's connection;
+// the caller unlocks.
+func (x *masterSession) begin(method, node string, inc uint64) *fakeMaster {
+	m := x.m
+	m.mu.Lock()
+	m.calls = append(m.calls, call{method: method, node: node, inc: inc, conn: x.peer.ConnID, at: time.Now()})
+	return m
+}
+
+// scripted is the error a call answers: the next of *errs, one each, and
+// then always.
+func scripted(errs *[]error, always error) error {
+	if len(*errs) > 0 {
+		err := (*errs)[0]
+		*errs = (*errs)[1:]
+		return err
+	}
+	return always
 }
 
 // count is how many calls of method arrived.
@@ -268,17 +240,10 @@ type masterSession struct {
 }
 
 func (x *masterSession) Join(args *rpcdef.JoinArgs, reply *rpcdef.JoinReply) error {
-	m := x.m
-	m.mu.Lock()
+	m := x.begin("Join", args.Node, args.Incarnation)
 	defer m.mu.Unlock()
-	m.record("Join", args.Node, args.Incarnation, x.peer)
-	if len(m.joinErrs) > 0 {
-		err := m.joinErrs[0]
-		m.joinErrs = m.joinErrs[1:]
+	if err := scripted(&m.joinErrs, m.joinErr); err != nil {
 		return err
-	}
-	if m.joinErr != nil {
-		return m.joinErr
 	}
 	if args.Node != x.peer.Identity.Name || args.Protocol != rpcdef.ProtocolVersion {
 		return rpcdef.Errorf(rpcdef.CodeInvalid, "bad join %+v from %s", args, x.peer.Identity)
@@ -291,19 +256,12 @@ func (x *masterSession) Join(args *rpcdef.JoinArgs, reply *rpcdef.JoinReply) err
 }
 
 func (x *masterSession) Heartbeat(args *rpcdef.HeartbeatArgs, reply *rpcdef.HeartbeatReply) error {
-	m := x.m
-	m.mu.Lock()
+	m := x.begin("Heartbeat", args.Node, args.Incarnation)
 	defer m.mu.Unlock()
-	m.record("Heartbeat", args.Node, args.Incarnation, x.peer)
 	m.calls[len(m.calls)-1].mv = args.MastersVersion
 	reply.Version = m.version
-	if len(m.hbErrs) > 0 {
-		err := m.hbErrs[0]
-		m.hbErrs = m.hbErrs[1:]
+	if err := scripted(&m.hbErrs, m.hbErr); err != nil {
 		return err
-	}
-	if m.hbErr != nil {
-		return m.hbErr
 	}
 	if args.MastersVersion != m.mastersVersion {
 		reply.Masters, reply.MastersVersion = m.masters, m.mastersVersion
@@ -312,10 +270,8 @@ func (x *masterSession) Heartbeat(args *rpcdef.HeartbeatArgs, reply *rpcdef.Hear
 }
 
 func (x *masterSession) Report(args *rpcdef.ReportArgs, reply *rpcdef.ReportReply) error {
-	m := x.m
-	m.mu.Lock()
+	m := x.begin("Report", args.Node, args.Incarnation)
 	defer m.mu.Unlock()
-	m.record("Report", args.Node, args.Incarnation, x.peer)
 	if m.hbErr != nil && errors.Is(m.hbErr, rpcdef.ErrNotLeader) {
 		return m.hbErr
 	}
@@ -327,10 +283,8 @@ func (x *masterSession) Report(args *rpcdef.ReportArgs, reply *rpcdef.ReportRepl
 }
 
 func (x *masterSession) Leave(args *rpcdef.LeaveArgs, _ *rpcdef.Empty) error {
-	m := x.m
-	m.mu.Lock()
+	m := x.begin("Leave", args.Node, args.Incarnation)
 	defer m.mu.Unlock()
-	m.record("Leave", args.Node, args.Incarnation, x.peer)
 	return nil
 }
 
@@ -339,34 +293,39 @@ func (x *masterSession) Watch(args *rpcdef.WatchArgs, reply *rpcdef.WatchReply) 
 	timer := time.NewTimer(min(args.Wait, 30*time.Second))
 	defer timer.Stop()
 	for {
-		m.mu.Lock()
-		var evs []rpcdef.Event
-		for _, e := range m.events {
-			if e.Version > args.After {
-				evs = append(evs, e)
-			}
-		}
-		version, changed := m.version, m.changed
-		m.mu.Unlock()
-		if len(evs) > 0 {
-			*reply = rpcdef.WatchReply{Version: version, Events: evs}
+		var changed <-chan struct{}
+		reply.Version, reply.Events, changed = m.since(args.After)
+		if len(reply.Events) > 0 {
 			return nil
 		}
 		select {
 		case <-changed:
+			continue
 		case <-timer.C:
-			reply.Version = version
-			return nil
 		case <-x.peer.Done:
-			return nil
+		}
+		return nil
+	}
+}
+
+// since is the master's version, its events after version after, and the
+// channel closed at the next event.
+func (m *fakeMaster) since(after uint64) (uint64, []rpcdef.Event, chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var evs []rpcdef.Event
+	for _, e := range m.events {
+		if e.Version > after {
+			evs = append(evs, e)
 		}
 	}
+	return m.version, evs, m.changed
 }
 
 func (x *masterSession) Null(_ *rpcdef.Empty, _ *rpcdef.Empty) error { return nil }
 
 // slaveConfig is a config for node-1 using the registry's socket.
-func slaveConfig(t *testing.T, l *pkiLab, dir, regSocket string) *conf.Slave {
+func slaveConfig(ca *pkitest.CA, dir, regSocket string) *conf.Slave {
 	cfg := conf.DefaultSlave()
 	cfg.Node = "node-1"
 	cfg.Registry = ""
@@ -376,7 +335,7 @@ func slaveConfig(t *testing.T, l *pkiLab, dir, regSocket string) *conf.Slave {
 	cfg.ProcRoot = "testdata/proc-a"
 	cfg.CallTimeout = conf.Duration(time.Second)
 	cfg.MaxBackoff = conf.Duration(200 * time.Millisecond)
-	cfg.Store = l.store(pki.RoleSlave, "node-1")
+	cfg.Store = ca.NodeStore(pki.RoleSlave, "node-1")
 	return cfg
 }
 
@@ -390,8 +349,9 @@ type running struct {
 
 func runSlave(t *testing.T, cfg *conf.Slave) *running {
 	t.Helper()
-	l, hook := test.NewNullLogger()
+	l := logtest.New(t)
 	l.SetLevel(logrus.DebugLevel)
+	hook := test.NewLocal(l)
 	s, err := New(cfg, l)
 	if err != nil {
 		t.Fatal(err)
@@ -403,11 +363,6 @@ func runSlave(t *testing.T, cfg *conf.Slave) *running {
 		cancel()
 		<-r.done
 		s.Close()
-		if t.Failed() {
-			for _, e := range hook.AllEntries() {
-				t.Logf("%s %s %v", e.Level, e.Message, e.Data)
-			}
-		}
 	})
 	return r
 }
@@ -437,20 +392,18 @@ func (r *running) stop(t *testing.T) {
 }
 
 func TestRunJoinsWatchesAndLeaves(t *testing.T) {
-	dir := t.TempDir()
-	l := newPKILab(t)
-	reg, regSocket := startRegistry(t, dir)
-	m := startMaster(t, l.store(pki.RoleMaster, "m1"), "")
-	reg.set(m.addr)
-	cfg := slaveConfig(t, l, dir, regSocket)
+	l := newLab(t)
+	m := l.master("m1")
+	l.reg.set(m.addr)
+	cfg := l.config()
 	r := runSlave(t, cfg)
 
-	waitFor(t, 10*time.Second, "the readiness line", func() bool { return r.logged("ready") != nil })
+	waitfor.True(t, 10*time.Second, "the readiness line", func() bool { return r.logged("ready") != nil })
 	ready := r.logged("ready")
 	if ready.Data["addr"] != m.addr || ready.Data["socket"] != cfg.Socket || ready.Data["incarnation"] != r.s.Incarnation() {
 		t.Errorf("ready fields = %v, want addr %s, socket %s, incarnation %d", ready.Data, m.addr, cfg.Socket, r.s.Incarnation())
 	}
-	if r.logged("looking up ClusterService/lab in the registry at "+regSocket) == nil {
+	if r.logged("looking up ClusterService/lab in the registry at "+l.regSocket) == nil {
 		t.Error("no progress line for the registry lookup")
 	}
 	if r.logged("joined ClusterService/lab at "+m.addr+" as node-1, incarnation ") == nil {
@@ -463,7 +416,7 @@ func TestRunJoinsWatchesAndLeaves(t *testing.T) {
 	if now := uint64(time.Now().UnixNano()); r.s.Incarnation() > now || now-r.s.Incarnation() > uint64(time.Minute) {
 		t.Errorf("incarnation %d is not the start time", r.s.Incarnation())
 	}
-	waitFor(t, 5*time.Second, "a report and heartbeats", func() bool { return m.count("Report") >= 2 && m.count("Heartbeat") >= 3 })
+	waitfor.True(t, 5*time.Second, "a report and heartbeats", func() bool { return m.count("Report") >= 2 && m.count("Heartbeat") >= 3 })
 
 	// Every call went over one connection.
 	m.mu.Lock()
@@ -499,7 +452,7 @@ func TestRunJoinsWatchesAndLeaves(t *testing.T) {
 	// Membership changes reach the view through the pending Watch.
 	m.push(rpcdef.Event{Kind: rpcdef.EventJoined, Node: "node-c", Status: rpcdef.StatusAlive, Incarnation: 5, Addr: "127.0.0.9:3"})
 	m.push(rpcdef.Event{Kind: rpcdef.EventDead, Node: "node-a", Status: rpcdef.StatusDead, Incarnation: 1, Reason: "connection closed"})
-	waitFor(t, 5*time.Second, "the events in the view", func() bool {
+	waitfor.True(t, 5*time.Second, "the events in the view", func() bool {
 		return strings.Contains(states(get()), "node-a=dead/1 node-c=alive/5")
 	})
 	for _, msg := range []string{"node-c joined", "node-a is now dead (connection closed)"} {
@@ -538,20 +491,18 @@ func TestRunJoinsWatchesAndLeaves(t *testing.T) {
 }
 
 func TestRunRefusesAServerThatIsNotAMaster(t *testing.T) {
-	dir := t.TempDir()
-	l := newPKILab(t)
-	reg, regSocket := startRegistry(t, dir)
+	l := newLab(t)
 	// A stolen slave certificate serving ClusterService.
-	m := startMaster(t, l.store(pki.RoleSlave, "node-9"), "")
-	reg.set(m.addr)
-	r := runSlave(t, slaveConfig(t, l, dir, regSocket))
-	waitFor(t, 10*time.Second, "the refusal", func() bool { return r.logged("not a master") != nil })
+	m := startMaster(t, l.ca.NodeStore(pki.RoleSlave, "node-9"), "")
+	l.reg.set(m.addr)
+	r := runSlave(t, l.config())
+	waitfor.True(t, 10*time.Second, "the refusal", func() bool { return r.logged("not a master") != nil })
 	e := r.logged("not a master")
 	if e.Level != logrus.ErrorLevel || !strings.Contains(e.Message, "spiffe://lab/slave/node-9") {
 		t.Errorf("refusal logged at %s: %q", e.Level, e.Message)
 	}
 	// It keeps looking, and never sends the fake master anything.
-	waitFor(t, 10*time.Second, "another lookup", func() bool { return reg.lookups() >= 3 })
+	waitfor.True(t, 10*time.Second, "another lookup", func() bool { return l.reg.lookups() >= 3 })
 	if n := m.count("Join"); n != 0 {
 		t.Errorf("%d joins reached a server with a slave certificate", n)
 	}
@@ -559,14 +510,12 @@ func TestRunRefusesAServerThatIsNotAMaster(t *testing.T) {
 }
 
 func TestRunRetriesAJoinRefused(t *testing.T) {
-	dir := t.TempDir()
-	l := newPKILab(t)
-	reg, regSocket := startRegistry(t, dir)
-	m := startMaster(t, l.store(pki.RoleMaster, "m1"), "")
+	l := newLab(t)
+	m := l.master("m1")
 	m.joinErr = rpcdef.Errorf(rpcdef.CodePermission, "spiffe://lab/slave/node-1 may only join as node-1")
-	reg.set(m.addr)
-	r := runSlave(t, slaveConfig(t, l, dir, regSocket))
-	waitFor(t, 10*time.Second, "two refused joins", func() bool { return m.count("Join") >= 2 })
+	l.reg.set(m.addr)
+	r := runSlave(t, l.config())
+	waitfor.True(t, 10*time.Second, "two refused joins", func() bool { return m.count("Join") >= 2 })
 	e := r.logged("the master refused node-1")
 	if e == nil || e.Level != logrus.ErrorLevel || !strings.Contains(e.Message, "may only join as node-1") {
 		t.Fatalf("refusal log = %v", e)
@@ -575,31 +524,29 @@ func TestRunRetriesAJoinRefused(t *testing.T) {
 	m.mu.Lock()
 	m.joinErr = nil
 	m.mu.Unlock()
-	waitFor(t, 10*time.Second, "the readiness line", func() bool { return r.logged("ready") != nil })
+	waitfor.True(t, 10*time.Second, "the readiness line", func() bool { return r.logged("ready") != nil })
 	r.stop(t)
 }
 
 func TestRunRejoinsWhenTheMasterForgot(t *testing.T) {
-	dir := t.TempDir()
-	l := newPKILab(t)
-	reg, regSocket := startRegistry(t, dir)
-	m := startMaster(t, l.store(pki.RoleMaster, "m1"), "")
-	reg.set(m.addr)
-	r := runSlave(t, slaveConfig(t, l, dir, regSocket))
-	waitFor(t, 10*time.Second, "the first heartbeat", func() bool { return m.count("Heartbeat") >= 1 })
+	l := newLab(t)
+	m := l.master("m1")
+	l.reg.set(m.addr)
+	r := runSlave(t, l.config())
+	waitfor.True(t, 10*time.Second, "the first heartbeat", func() bool { return m.count("Heartbeat") >= 1 })
 	m.mu.Lock()
 	m.hbErrs = []error{rpcdef.Errorf(rpcdef.CodeNotJoined, "node-1 was declared dead")}
 	m.mu.Unlock()
-	waitFor(t, 10*time.Second, "a second join", func() bool { return m.count("Join") >= 2 })
+	waitfor.True(t, 10*time.Second, "a second join", func() bool { return m.count("Join") >= 2 })
 	joins := m.callsOf("Join")
 	if joins[1].inc != joins[0].inc || joins[1].conn != joins[0].conn {
 		t.Errorf("rejoin %+v after %+v: want the same incarnation on the same connection", joins[1], joins[0])
 	}
 	if m.count("Report") < 2 {
-		waitFor(t, 5*time.Second, "a report after the rejoin", func() bool { return m.count("Report") >= 2 })
+		waitfor.True(t, 5*time.Second, "a report after the rejoin", func() bool { return m.count("Report") >= 2 })
 	}
-	if reg.lookups() != 1 {
-		t.Errorf("%d registry lookups; a rejoin should not look the master up again", reg.lookups())
+	if l.reg.lookups() != 1 {
+		t.Errorf("%d registry lookups; a rejoin should not look the master up again", l.reg.lookups())
 	}
 	r.stop(t)
 }
@@ -660,16 +607,14 @@ func (p *proxy) cut() {
 // TestRunHeartbeatsAtOnceOnANewConnection: when the connection breaks, a
 // heartbeat goes out on a new one at once, not an interval later.
 func TestRunHeartbeatsAtOnceOnANewConnection(t *testing.T) {
-	dir := t.TempDir()
-	l := newPKILab(t)
-	reg, regSocket := startRegistry(t, dir)
-	m := startMaster(t, l.store(pki.RoleMaster, "m1"), "")
+	l := newLab(t)
+	m := l.master("m1")
 	m.hb = time.Hour // only the reaction to the broken connection can send one
 	p := startProxy(t, m.addr)
-	reg.set(p.ln.Addr().String())
-	r := runSlave(t, slaveConfig(t, l, dir, regSocket))
-	waitFor(t, 10*time.Second, "the join", func() bool { return m.count("Join") == 1 })
-	waitFor(t, 10*time.Second, "the first report", func() bool { return m.count("Report") >= 1 })
+	l.reg.set(p.ln.Addr().String())
+	r := runSlave(t, l.config())
+	waitfor.True(t, 10*time.Second, "the join", func() bool { return m.count("Join") == 1 })
+	waitfor.True(t, 10*time.Second, "the first report", func() bool { return m.count("Report") >= 1 })
 
 	for range 3 {
 		old := map[uint64]bool{}
@@ -677,7 +622,7 @@ func TestRunHeartbeatsAtOnceOnANewConnection(t *testing.T) {
 			old[c.conn] = true
 		}
 		p.cut()
-		waitFor(t, 5*time.Second, "a heartbeat on a new connection", func() bool {
+		waitfor.True(t, 5*time.Second, "a heartbeat on a new connection", func() bool {
 			for _, hb := range m.callsOf("Heartbeat") {
 				if !old[hb.conn] {
 					return true
@@ -689,8 +634,8 @@ func TestRunHeartbeatsAtOnceOnANewConnection(t *testing.T) {
 	if n := m.count("Join"); n != 1 {
 		t.Errorf("%d joins: the master still knew the slave, no new join was needed", n)
 	}
-	if reg.lookups() != 1 {
-		t.Errorf("%d lookups: the master did not move, no new lookup was needed", reg.lookups())
+	if l.reg.lookups() != 1 {
+		t.Errorf("%d lookups: the master did not move, no new lookup was needed", l.reg.lookups())
 	}
 	r.stop(t)
 }
@@ -698,20 +643,18 @@ func TestRunHeartbeatsAtOnceOnANewConnection(t *testing.T) {
 // TestRunFindsAMovedMaster: the master comes back on another port; the
 // slave looks it up again and joins it.
 func TestRunFindsAMovedMaster(t *testing.T) {
-	dir := t.TempDir()
-	l := newPKILab(t)
-	reg, regSocket := startRegistry(t, dir)
-	st := l.store(pki.RoleMaster, "m1")
+	l := newLab(t)
+	st := l.ca.NodeStore(pki.RoleMaster, "m1")
 	m := startMaster(t, st, "")
-	reg.set(m.addr)
-	r := runSlave(t, slaveConfig(t, l, dir, regSocket))
-	waitFor(t, 10*time.Second, "the join", func() bool { return m.count("Join") == 1 })
+	l.reg.set(m.addr)
+	r := runSlave(t, l.config())
+	waitfor.True(t, 10*time.Second, "the join", func() bool { return m.count("Join") == 1 })
 
 	m.srv.Close()
 	m2 := startMaster(t, st, "")
-	reg.set(m2.addr)
-	waitFor(t, 10*time.Second, "a join at the new address", func() bool { return m2.count("Join") == 1 })
-	waitFor(t, 5*time.Second, "the view to name the new master", func() bool {
+	l.reg.set(m2.addr)
+	waitfor.True(t, 10*time.Second, "a join at the new address", func() bool { return m2.count("Join") == 1 })
+	waitfor.True(t, 5*time.Second, "the view to name the new master", func() bool {
 		v := r.s.view.Reply()
 		return v.Joined && v.MasterAddr == m2.addr
 	})
@@ -726,10 +669,10 @@ func TestRunFindsAMovedMaster(t *testing.T) {
 
 func TestRunWithoutMasterStopsCleanly(t *testing.T) {
 	dir := t.TempDir()
-	l := newPKILab(t)
+	ca := pkitest.New(t, "lab")
 	_, regSocket := startRegistry(t, dir) // nothing registered
-	r := runSlave(t, slaveConfig(t, l, dir, regSocket))
-	waitFor(t, 10*time.Second, "the lookup failure", func() bool { return r.logged("is not registered (is masterd running?)") != nil })
+	r := runSlave(t, slaveConfig(ca, dir, regSocket))
+	waitfor.True(t, 10*time.Second, "the lookup failure", func() bool { return r.logged("is not registered (is masterd running?)") != nil })
 	r.stop(t)
 	if r.logged("nothing to leave") == nil {
 		t.Error("no line saying there was nothing to leave")
@@ -738,11 +681,11 @@ func TestRunWithoutMasterStopsCleanly(t *testing.T) {
 
 func TestNewSocket(t *testing.T) {
 	dir := t.TempDir()
-	l := newPKILab(t)
+	ca := pkitest.New(t, "lab")
 	log, _ := testLog(t)
 
 	t.Run("stale socket file is replaced", func(t *testing.T) {
-		cfg := slaveConfig(t, l, dir, filepath.Join(dir, "none.sock"))
+		cfg := slaveConfig(ca, dir, filepath.Join(dir, "none.sock"))
 		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.Socket, Net: "unix"})
 		if err != nil {
 			t.Fatal(err)
@@ -756,7 +699,7 @@ func TestNewSocket(t *testing.T) {
 		s.Close()
 	})
 	t.Run("socket in use is refused", func(t *testing.T) {
-		cfg := slaveConfig(t, l, dir, filepath.Join(dir, "none.sock"))
+		cfg := slaveConfig(ca, dir, filepath.Join(dir, "none.sock"))
 		s, err := New(cfg, log)
 		if err != nil {
 			t.Fatal(err)
@@ -768,7 +711,7 @@ func TestNewSocket(t *testing.T) {
 		}
 	})
 	t.Run("a file that is not a socket is left alone", func(t *testing.T) {
-		cfg := slaveConfig(t, l, dir, filepath.Join(dir, "none.sock"))
+		cfg := slaveConfig(ca, dir, filepath.Join(dir, "none.sock"))
 		cfg.Socket = filepath.Join(dir, "plain")
 		if err := os.WriteFile(cfg.Socket, []byte("x"), 0o644); err != nil {
 			t.Fatal(err)
@@ -778,8 +721,8 @@ func TestNewSocket(t *testing.T) {
 		}
 	})
 	t.Run("wrong certificate", func(t *testing.T) {
-		cfg := slaveConfig(t, l, dir, filepath.Join(dir, "none.sock"))
-		cfg.Store = l.store(pki.RoleMaster, "m1")
+		cfg := slaveConfig(ca, dir, filepath.Join(dir, "none.sock"))
+		cfg.Store = ca.NodeStore(pki.RoleMaster, "m1")
 		if _, err := New(cfg, log); err == nil || !strings.Contains(err.Error(), "slave certificate") {
 			t.Fatalf("New = %v, want a certificate error", err)
 		}

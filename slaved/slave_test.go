@@ -12,15 +12,16 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
 
+	"github.com/muster-lab/muster/internal/logtest"
 	"github.com/muster-lab/muster/rpcdef"
 )
 
 // testLog is a logger whose entries the test reads back.
 func testLog(t *testing.T) (logrus.FieldLogger, *test.Hook) {
 	t.Helper()
-	l, hook := test.NewNullLogger()
+	l := logtest.New(t)
 	l.SetLevel(logrus.DebugLevel)
-	return l.WithField("node", "node-1"), hook
+	return l.WithField("node", "node-1"), test.NewLocal(l)
 }
 
 // messages are the info-level (and louder) log lines, in order.
@@ -55,6 +56,9 @@ func states(r rpcdef.ViewReply) string {
 
 func TestViewEvents(t *testing.T) {
 	start := []rpcdef.Member{member("node-1", rpcdef.StatusAlive, 7), member("node-b", rpcdef.StatusAlive, 3)}
+	// Each case joins the view at version 10 with start, applies events up
+	// to upTo, and wants applied events, the members and version after, and
+	// the lines logged.
 	tests := []struct {
 		name    string
 		events  []rpcdef.Event
@@ -64,112 +68,32 @@ func TestViewEvents(t *testing.T) {
 		version uint64
 		logs    []string
 	}{
-		{
-			name:    "new member joins",
-			events:  []rpcdef.Event{event(11, rpcdef.EventJoined, "node-c", rpcdef.StatusAlive, 5, "")},
-			upTo:    11,
-			applied: 1,
-			want:    "node-1=alive/7 node-b=alive/3 node-c=alive/5",
-			version: 11,
-			logs:    []string{"node-c joined"},
-		},
-		{
-			name: "suspect then dead, with reasons",
-			events: []rpcdef.Event{
+		{"new member joins", []rpcdef.Event{event(11, rpcdef.EventJoined, "node-c", rpcdef.StatusAlive, 5, "")}, 11, 1, "node-1=alive/7 node-b=alive/3 node-c=alive/5", 11, []string{"node-c joined"}},
+		{"suspect then dead, with reasons",
+			[]rpcdef.Event{
 				event(11, rpcdef.EventSuspect, "node-b", rpcdef.StatusSuspect, 3, "connection closed"),
-				event(12, rpcdef.EventDead, "node-b", rpcdef.StatusDead, 3, "connection closed"),
-			},
-			upTo:    12,
-			applied: 2,
-			want:    "node-1=alive/7 node-b=dead/3",
-			version: 12,
-			logs:    []string{"node-b is now suspect (connection closed)", "node-b is now dead (connection closed)"},
-		},
-		{
-			name:    "rejoin with a new incarnation",
-			events:  []rpcdef.Event{event(11, rpcdef.EventRejoined, "node-b", rpcdef.StatusAlive, 9, "")},
-			upTo:    11,
-			applied: 1,
-			want:    "node-1=alive/7 node-b=alive/9",
-			version: 11,
-			logs:    []string{"node-b rejoined with incarnation 9"},
-		},
-		{
-			name:    "left",
-			events:  []rpcdef.Event{event(11, rpcdef.EventLeft, "node-b", rpcdef.StatusLeft, 3, "slaved stopped")},
-			upTo:    11,
-			applied: 1,
-			want:    "node-1=alive/7 node-b=left/3",
-			version: 11,
-			logs:    []string{"node-b is now left (slaved stopped)"},
-		},
-		{
-			name:    "forgotten",
-			events:  []rpcdef.Event{event(11, rpcdef.EventForgotten, "node-b", "", 0, "removed by admin")},
-			upTo:    11,
-			applied: 1,
-			want:    "node-1=alive/7",
-			version: 11,
-			logs:    []string{"node-b was forgotten (removed by admin)"},
-		},
-		{
-			name:    "unknown member is added from a status event",
-			events:  []rpcdef.Event{event(11, rpcdef.EventSuspect, "node-x", rpcdef.StatusSuspect, 4, "late")},
-			upTo:    11,
-			applied: 1,
-			want:    "node-1=alive/7 node-b=alive/3 node-x=suspect/4",
-			version: 11,
-			logs:    []string{"node-x is now suspect (late)"},
-		},
-		{
-			name:    "status missing: taken from the kind",
-			events:  []rpcdef.Event{event(11, rpcdef.EventDead, "node-b", "", 3, "")},
-			upTo:    11,
-			applied: 1,
-			want:    "node-1=alive/7 node-b=dead/3",
-			version: 11,
-			logs:    []string{"node-b is now dead"},
-		},
-		{
-			name: "events at or below the version are ignored",
-			events: []rpcdef.Event{
+				event(12, rpcdef.EventDead, "node-b", rpcdef.StatusDead, 3, "connection closed")},
+			12, 2, "node-1=alive/7 node-b=dead/3", 12, []string{"node-b is now suspect (connection closed)", "node-b is now dead (connection closed)"}},
+		{"rejoin with a new incarnation", []rpcdef.Event{event(11, rpcdef.EventRejoined, "node-b", rpcdef.StatusAlive, 9, "")}, 11, 1, "node-1=alive/7 node-b=alive/9", 11, []string{"node-b rejoined with incarnation 9"}},
+		{"left", []rpcdef.Event{event(11, rpcdef.EventLeft, "node-b", rpcdef.StatusLeft, 3, "slaved stopped")}, 11, 1, "node-1=alive/7 node-b=left/3", 11, []string{"node-b is now left (slaved stopped)"}},
+		{"forgotten", []rpcdef.Event{event(11, rpcdef.EventForgotten, "node-b", "", 0, "removed by admin")}, 11, 1, "node-1=alive/7", 11, []string{"node-b was forgotten (removed by admin)"}},
+		{"unknown member is added from a status event", []rpcdef.Event{event(11, rpcdef.EventSuspect, "node-x", rpcdef.StatusSuspect, 4, "late")}, 11, 1, "node-1=alive/7 node-b=alive/3 node-x=suspect/4", 11, []string{"node-x is now suspect (late)"}},
+		{"status missing: taken from the kind", []rpcdef.Event{event(11, rpcdef.EventDead, "node-b", "", 3, "")}, 11, 1, "node-1=alive/7 node-b=dead/3", 11, []string{"node-b is now dead"}},
+		{"events at or below the version are ignored",
+			[]rpcdef.Event{
 				event(9, rpcdef.EventDead, "node-b", rpcdef.StatusDead, 3, "old"),
-				event(10, rpcdef.EventDead, "node-b", rpcdef.StatusDead, 3, "old"),
-			},
-			upTo:    10,
-			applied: 0,
-			want:    "node-1=alive/7 node-b=alive/3",
-			version: 10,
-		},
-		{
-			name: "out of order events are applied in version order",
-			events: []rpcdef.Event{
+				event(10, rpcdef.EventDead, "node-b", rpcdef.StatusDead, 3, "old")},
+			10, 0, "node-1=alive/7 node-b=alive/3", 10, nil},
+		{"out of order events are applied in version order",
+			[]rpcdef.Event{
 				event(13, rpcdef.EventAlive, "node-b", rpcdef.StatusAlive, 3, ""),
 				event(11, rpcdef.EventSuspect, "node-b", rpcdef.StatusSuspect, 3, "late"),
-				event(12, rpcdef.EventJoined, "node-c", rpcdef.StatusAlive, 5, ""),
-			},
-			upTo:    13,
-			applied: 3,
-			want:    "node-1=alive/7 node-b=alive/3 node-c=alive/5",
-			version: 13,
-			logs:    []string{"node-b is now suspect (late)", "node-c joined", "node-b is now alive"},
-		},
-		{
-			name:    "reply version past the last event moves the view",
-			events:  nil,
-			upTo:    15,
-			applied: 0,
-			want:    "node-1=alive/7 node-b=alive/3",
-			version: 15,
-		},
-		{
-			name:    "a reply behind the view does not move it back",
-			events:  nil,
-			upTo:    4,
-			applied: 0,
-			want:    "node-1=alive/7 node-b=alive/3",
-			version: 10,
-		},
+				event(12, rpcdef.EventJoined, "node-c", rpcdef.StatusAlive, 5, "")},
+			13, 3, "node-1=alive/7 node-b=alive/3 node-c=alive/5", 13, []string{"node-b is now suspect (late)", "node-c joined", "node-b is now alive"}},
+		{"reply version past the last event moves the view",
+			nil, 15, 0, "node-1=alive/7 node-b=alive/3", 15, nil},
+		{"a reply behind the view does not move it back",
+			nil, 4, 0, "node-1=alive/7 node-b=alive/3", 10, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
