@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -19,39 +18,46 @@ import (
 
 	"github.com/muster-lab/muster/internal/buildinfo"
 	"github.com/muster-lab/muster/internal/pki"
+	"github.com/muster-lab/muster/internal/tlsrpc/tlsrpctest"
 	"github.com/muster-lab/muster/rpcdef"
 )
+
+// admin finds node in the roll for an admin call, or says what the call
+// answers instead: adminErr if set, else not found. f.mu is held.
+func (f *fakeMaster) admin(node string) (int, error) {
+	if f.adminErr != nil {
+		return 0, f.adminErr
+	}
+	for i, m := range f.members {
+		if m.Name == node {
+			return i, nil
+		}
+	}
+	return 0, rpcdef.Errorf(rpcdef.CodeNotFound, "no node %s", node)
+}
 
 func (f *fakeMaster) Forget(ctx context.Context, node string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.adminErr != nil {
-		return f.adminErr
+	i, err := f.admin(node)
+	if err != nil {
+		return err
 	}
-	for i, m := range f.members {
-		if m.Name == node {
-			f.members = append(f.members[:i:i], f.members[i+1:]...)
-			f.forgot = append(f.forgot, node)
-			return nil
-		}
-	}
-	return rpcdef.Errorf(rpcdef.CodeNotFound, "no node %s", node)
+	f.members = append(f.members[:i:i], f.members[i+1:]...)
+	f.forgot = append(f.forgot, node)
+	return nil
 }
 
 func (f *fakeMaster) Evict(ctx context.Context, node, reason string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.adminErr != nil {
-		return f.adminErr
+	i, err := f.admin(node)
+	if err != nil {
+		return err
 	}
-	for i, m := range f.members {
-		if m.Name == node {
-			f.members[i].Status = rpcdef.StatusDead
-			f.evicted = append(f.evicted, rpcdef.EvictArgs{Node: node, Reason: reason})
-			return nil
-		}
-	}
-	return rpcdef.Errorf(rpcdef.CodeNotFound, "no node %s", node)
+	f.members[i].Status = rpcdef.StatusDead
+	f.evicted = append(f.evicted, rpcdef.EvictArgs{Node: node, Reason: reason})
+	return nil
 }
 
 func (c *Cluster) Forget(args *rpcdef.ForgetArgs, _ *rpcdef.Empty) error {
@@ -270,8 +276,7 @@ func TestWaitService(t *testing.T) {
 
 // flags are the flags that reach the lab with the admin certificate.
 func (l *testLab) flags() []string {
-	return []string{"--socket", l.socket, "--ca", filepath.Join(l.dir, "ca.pem"),
-		"--cert", filepath.Join(l.dir, "admin.pem"), "--key", filepath.Join(l.dir, "admin-key.pem")}
+	return []string{"--socket", l.socket, "--ca", l.admin.CA, "--cert", l.admin.Cert, "--key", l.admin.Key}
 }
 
 func TestForgetEvict(t *testing.T) {
@@ -326,14 +331,8 @@ func TestForgetOverTLS(t *testing.T) {
 		t.Errorf("the master forgot %v, want [node-3]", f.forgot)
 	}
 
-	slave := l.issue(t, pki.RoleSlave, "node-1")
-	cert, key := filepath.Join(l.dir, "slave.pem"), filepath.Join(l.dir, "slave-key.pem")
-	if err := os.WriteFile(cert, slave.CertPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(key, slave.KeyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	slave := l.ca.WriteNode(l.dir, pki.RoleSlave, "node-1")
+	cert, key := slave.Cert, slave.Key
 	code, out, errOut = l.run(t, "--cert", cert, "--key", key, "evict", "node-1")
 	want := fmt.Sprintf("rpc-query: evict needs an admin certificate, and %s is spiffe://lab/slave/node-1's (make one with certgen issue --role admin --name NAME)\n", cert)
 	if code != exitFail || out != "" || errOut != want {
@@ -562,7 +561,7 @@ func TestJSONSchema(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		serve(t, ln, nil, rpcdef.ViewName, &View{v: rpcdef.ViewReply{Node: "node-1", Incarnation: want["node-1"], Joined: true, Version: 42, Members: lab()}})
+		tlsrpctest.Serve(t, ln, nil, tlsrpctest.Receiver(rpcdef.ViewName, &View{v: rpcdef.ViewReply{Node: "node-1", Incarnation: want["node-1"], Joined: true, Version: 42, Members: lab()}}))
 		out := run(t, "view", "--slave-socket", socket, "-o", "json")
 		shape(t, out)
 		var v viewJSON

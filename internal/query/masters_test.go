@@ -5,8 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/muster-lab/muster/internal/pki"
+	"github.com/muster-lab/muster/internal/tlsrpc/tlsrpctest"
 	"github.com/muster-lab/muster/rpcdef"
 )
 
@@ -45,14 +44,20 @@ func (g *groupMaster) Status(ctx context.Context) (rpcdef.MasterStatus, error) {
 	return st, err
 }
 
-func (g *groupMaster) AddMaster(ctx context.Context, name, raftAddr string) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
+// refusal is what AddMaster and RemoveMaster answer before doing anything:
+// notLeader on a follower, else groupErr. g.mu is held.
+func (g *groupMaster) refusal() error {
 	if g.notLeader != nil {
 		return g.notLeader
 	}
-	if g.groupErr != nil {
-		return g.groupErr
+	return g.groupErr
+}
+
+func (g *groupMaster) AddMaster(ctx context.Context, name, raftAddr string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.refusal(); err != nil {
+		return err
 	}
 	g.added = append(g.added, name+"="+raftAddr)
 	return nil
@@ -61,11 +66,8 @@ func (g *groupMaster) AddMaster(ctx context.Context, name, raftAddr string) erro
 func (g *groupMaster) RemoveMaster(ctx context.Context, name string) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.notLeader != nil {
-		return g.notLeader
-	}
-	if g.groupErr != nil {
-		return g.groupErr
+	if err := g.refusal(); err != nil {
+		return err
 	}
 	for _, sv := range g.status.Servers {
 		if sv.Name == name {
@@ -390,23 +392,7 @@ func TestMastersUsage(t *testing.T) {
 		{[]string{"--registry", "10.0.0.1:http", "services"}, `port "http": want a number from 1 to 65535`},
 	}
 	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			var out, errOut bytes.Buffer
-			q := newQuery(&out, &errOut)
-			q.connect = func(context.Context) (*master, error) {
-				t.Fatal("a usage error dialled the master")
-				return nil, nil
-			}
-			if code := q.main(context.Background(), tt.args); code != exitUsage {
-				t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitUsage, errOut.String())
-			}
-			if n := strings.Count(errOut.String(), "\n"); n != 1 || out.Len() != 0 {
-				t.Errorf("a usage error printed %d lines to stderr and %d bytes to stdout, want one line and nothing:\n%s", n, out.Len(), errOut.String())
-			}
-			if !strings.Contains(errOut.String(), tt.want) {
-				t.Errorf("stderr:\n%s\nwant it to contain %q", errOut.String(), tt.want)
-			}
-		})
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { refusedAsUsage(t, tt.args, tt.want) })
 	}
 	t.Run("too many registries", func(t *testing.T) {
 		var list []string
@@ -419,32 +405,12 @@ func TestMastersUsage(t *testing.T) {
 	})
 }
 
-// closedAddr is an address on which nothing listens.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // serveRegistry serves reg over mutual TLS with a registry certificate,
 // as registryd's TCP listener does, and returns its address.
 func (l *testLab) serveRegistry(t *testing.T, name string, reg *Registry) string {
 	t.Helper()
-	c := l.issue(t, pki.RoleRegistry, name)
-	st, err := pki.FromPEM(l.ca.CertPEM(), c.CertPEM, c.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	serve(t, ln, st.ServerConfig(), rpcdef.RegistryReceiver, reg)
+	ln := tlsrpctest.Listen(t)
+	tlsrpctest.Serve(t, ln, l.ca.NodeStore(pki.RoleRegistry, name).ServerConfig(), tlsrpctest.Receiver(rpcdef.RegistryReceiver, reg))
 	return ln.Addr().String()
 }
 
@@ -457,7 +423,7 @@ func TestRegistries(t *testing.T) {
 	l.register(addr)
 	empty := l.serveRegistry(t, "reg1", &Registry{entries: map[rpcdef.ServiceKey]rpcdef.Entry{}})
 	full := l.serveRegistry(t, "reg2", l.reg)
-	dead := closedAddr(t)
+	dead := tlsrpctest.ClosedAddr(t)
 
 	t.Run("the third answers", func(t *testing.T) {
 		code, out, errOut := l.run(t, "--registry", dead+","+empty+","+full, "members", "-o", "name")
@@ -485,7 +451,7 @@ func TestRegistries(t *testing.T) {
 		}
 	})
 	t.Run("none answers", func(t *testing.T) {
-		dead2 := closedAddr(t)
+		dead2 := tlsrpctest.ClosedAddr(t)
 		code, out, errOut := l.run(t, "--registry", dead+","+empty+","+dead2, "members")
 		want := fmt.Sprintf("rpc-query: no registry answered (3 asked): cannot reach the registry at %s: connection refused (is registryd running there?); "+
 			"the registry at %s: not found: ClusterService/lab is not registered; "+
@@ -557,7 +523,7 @@ func TestMastersOverTLS(t *testing.T) {
 	l := newTestLab(t)
 	names := []string{"m1", "m2"}
 	lns := map[string]net.Listener{}
-	addrs := map[string]string{"m3": closedAddr(t)}
+	addrs := map[string]string{"m3": tlsrpctest.ClosedAddr(t)}
 	for _, n := range names {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -579,12 +545,7 @@ func TestMastersOverTLS(t *testing.T) {
 			g.notLeader = rpcdef.NotLeader("m1", addrs["m1"])
 		}
 		gs[n] = g
-		c := l.issue(t, pki.RoleMaster, n)
-		st, err := pki.FromPEM(l.ca.CertPEM(), c.CertPEM, c.KeyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		serve(t, lns[n], st.ServerConfig(), rpcdef.ClusterService, &GroupCluster{Cluster: &Cluster{f: g.fakeMaster}, g: g})
+		tlsrpctest.Serve(t, lns[n], l.ca.NodeStore(pki.RoleMaster, n).ServerConfig(), tlsrpctest.Receiver(rpcdef.ClusterService, &GroupCluster{Cluster: &Cluster{f: g.fakeMaster}, g: g}))
 	}
 	l.register(addrs["m2"])
 
@@ -614,14 +575,8 @@ func TestMastersOverTLS(t *testing.T) {
 	}
 
 	// A slave's certificate is refused before anything is dialled.
-	slave := l.issue(t, pki.RoleSlave, "node-1")
-	cert, key := filepath.Join(l.dir, "slave.pem"), filepath.Join(l.dir, "slave-key.pem")
-	if err := os.WriteFile(cert, slave.CertPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(key, slave.KeyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	slave := l.ca.WriteNode(l.dir, pki.RoleSlave, "node-1")
+	cert, key := slave.Cert, slave.Key
 	code, _, errOut = l.run(t, "--cert", cert, "--key", key, "masters", "remove", "m2")
 	if want := "rpc-query: masters remove needs an admin certificate"; code != exitFail || !strings.HasPrefix(errOut, want) {
 		t.Errorf("masters remove with a slave certificate: exit %d, stderr %q", code, errOut)

@@ -3,7 +3,6 @@ package query
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -11,7 +10,6 @@ import (
 	"io"
 	"math"
 	"net"
-	"net/rpc"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,10 +19,9 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/muster-lab/muster/internal/pki"
-	"github.com/muster-lab/muster/internal/tlsrpc"
+	"github.com/muster-lab/muster/internal/pki/pkitest"
+	"github.com/muster-lab/muster/internal/tlsrpc/tlsrpctest"
 	"github.com/muster-lab/muster/rpcdef"
 )
 
@@ -247,6 +244,27 @@ func TestMemberNotFound(t *testing.T) {
 	}
 }
 
+// refusedAsUsage runs args, which must be refused as a usage error: exit 2
+// before dialling anything, with one line on stderr that contains want.
+func refusedAsUsage(t *testing.T, args []string, want string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	q := newQuery(&out, &errOut)
+	q.connect = func(context.Context) (*master, error) {
+		t.Fatal("a usage error dialled the master")
+		return nil, nil
+	}
+	if code := q.main(context.Background(), args); code != exitUsage {
+		t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitUsage, errOut.String())
+	}
+	if n := strings.Count(errOut.String(), "\n"); n != 1 || out.Len() != 0 {
+		t.Errorf("a usage error printed %d lines to stderr and %d bytes to stdout, want one line and nothing:\n%s", n, out.Len(), errOut.String())
+	}
+	if !strings.Contains(errOut.String(), want) {
+		t.Errorf("stderr:\n%s\nwant it to contain %q", errOut.String(), want)
+	}
+}
+
 func TestUsage(t *testing.T) {
 	tests := []struct {
 		args []string
@@ -300,23 +318,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"members", "--incarnation", "5"}, "--incarnation applies to heartbeat, not members"},
 	}
 	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			var out, errOut bytes.Buffer
-			q := newQuery(&out, &errOut)
-			q.connect = func(context.Context) (*master, error) {
-				t.Fatal("a usage error dialled the master")
-				return nil, nil
-			}
-			if code := q.main(context.Background(), tt.args); code != exitUsage {
-				t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitUsage, errOut.String())
-			}
-			if n := strings.Count(errOut.String(), "\n"); n != 1 || out.Len() != 0 {
-				t.Errorf("a usage error printed %d lines to stderr and %d bytes to stdout, want one line and nothing:\n%s", n, out.Len(), errOut.String())
-			}
-			if !strings.Contains(errOut.String(), tt.want) {
-				t.Errorf("stderr:\n%s\nwant it to contain %q", errOut.String(), tt.want)
-			}
-		})
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { refusedAsUsage(t, tt.args, tt.want) })
 	}
 }
 
@@ -498,11 +500,24 @@ func TestFormatting(t *testing.T) {
 	golden(t, "lines.golden", b.Bytes())
 }
 
+// formatCase is an input of a formatting function and the text it must give.
+type formatCase[T any] struct {
+	in   T
+	want string
+}
+
+// testFormat checks the function called name against cases.
+func testFormat[T any](t *testing.T, name string, f func(T) string, cases []formatCase[T]) {
+	t.Helper()
+	for _, c := range cases {
+		if got := f(c.in); got != c.want {
+			t.Errorf("%s(%v) = %q, want %q", name, c.in, got, c.want)
+		}
+	}
+}
+
 func TestHumanBytes(t *testing.T) {
-	tests := []struct {
-		in   uint64
-		want string
-	}{
+	testFormat(t, "humanBytes", humanBytes, []formatCase[uint64]{
 		{0, "0 B"},
 		{512, "512 B"},
 		{1023, "1023 B"},
@@ -516,19 +531,11 @@ func TestHumanBytes(t *testing.T) {
 		{8600 * mib, "8.4 GiB"},
 		{5 << 40, "5.0 TiB"},
 		{math.MaxUint64, "16 EiB"},
-	}
-	for _, tt := range tests {
-		if got := humanBytes(tt.in); got != tt.want {
-			t.Errorf("humanBytes(%d) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
+	})
 }
 
 func TestHumanRate(t *testing.T) {
-	tests := []struct {
-		in   float64
-		want string
-	}{
+	testFormat(t, "humanRate", humanRate, []formatCase[float64]{
 		{0, "0 B/s"},
 		{-5, "0 B/s"},
 		{math.NaN(), "0 B/s"},
@@ -538,12 +545,7 @@ func TestHumanRate(t *testing.T) {
 		{120 * 1024, "120 KiB/s"},
 		{3.5 * mib, "3.5 MiB/s"},
 		{1.3 * gib, "1.3 GiB/s"},
-	}
-	for _, tt := range tests {
-		if got := humanRate(tt.in); got != tt.want {
-			t.Errorf("humanRate(%v) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
+	})
 }
 
 func TestBytesPair(t *testing.T) {
@@ -599,10 +601,7 @@ func TestAges(t *testing.T) {
 }
 
 func TestShortIncarnation(t *testing.T) {
-	tests := []struct {
-		in   uint64
-		want string
-	}{
+	tests := []formatCase[uint64]{
 		{0, "0"},
 		{7, "7"},
 		{1234567, "1234567"},
@@ -678,33 +677,6 @@ func TestRanked(t *testing.T) {
 // The tests below go over real sockets: a fake registry on a UNIX socket,
 // a fake master behind mutual TLS, a fake slaved.
 
-func discard() logrus.FieldLogger {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return l
-}
-
-// serve runs a tlsrpc server on ln with rcvr registered as name, until the test ends.
-func serve(t *testing.T, ln net.Listener, conf *tls.Config, name string, rcvr any) {
-	t.Helper()
-	attach := func(srv *rpc.Server, _ tlsrpc.Peer) (func(), error) {
-		return nil, srv.RegisterName(name, rcvr)
-	}
-	srv, err := tlsrpc.New(ln, conf, tlsrpc.Options{}, attach, discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve %s: %v", name, err)
-		}
-	})
-}
-
 // Registry answers Lookup and List from a map, as registryd would.
 type Registry struct {
 	mu      sync.Mutex
@@ -758,10 +730,11 @@ func (v *View) Get(_ *rpcdef.Empty, reply *rpcdef.ViewReply) error {
 	return nil
 }
 
-// testLab is a CA, certificates on disk, and a registry socket.
+// testLab is a CA, an admin certificate on disk, and a registry socket.
 type testLab struct {
 	dir    string
-	ca     *pki.CA
+	ca     *pkitest.CA
+	admin  pki.Files
 	reg    *Registry
 	socket string
 }
@@ -769,36 +742,15 @@ type testLab struct {
 func newTestLab(t *testing.T) *testLab {
 	t.Helper()
 	dir := t.TempDir()
-	ca, err := pki.NewCA("lab", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := pkitest.New(t, "lab")
 	l := &testLab{dir: dir, ca: ca, reg: &Registry{entries: map[rpcdef.ServiceKey]rpcdef.Entry{}}, socket: filepath.Join(dir, "reg.sock")}
-	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), ca.CertPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	admin := l.issue(t, pki.RoleAdmin, "ops")
-	if err := os.WriteFile(filepath.Join(dir, "admin.pem"), admin.CertPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "admin-key.pem"), admin.KeyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	l.admin = ca.WriteNode(dir, pki.RoleAdmin, "ops")
 	ln, err := net.Listen("unix", l.socket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	serve(t, ln, nil, rpcdef.RegistryReceiver, l.reg)
+	tlsrpctest.Serve(t, ln, nil, tlsrpctest.Receiver(rpcdef.RegistryReceiver, l.reg))
 	return l
-}
-
-func (l *testLab) issue(t *testing.T, role pki.Role, name string) *pki.Issued {
-	t.Helper()
-	c, err := l.ca.Issue(pki.IssueRequest{Role: role, Name: name, Hosts: []string{"127.0.0.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 // startMaster serves f's roll over mutual TLS with a certificate of role,
@@ -814,16 +766,8 @@ func (l *testLab) startMaster(t *testing.T, role pki.Role, f *fakeMaster) string
 // without registering it.
 func (l *testLab) serveMaster(t *testing.T, role pki.Role, f *fakeMaster) string {
 	t.Helper()
-	c := l.issue(t, role, "m1")
-	st, err := pki.FromPEM(l.ca.CertPEM(), c.CertPEM, c.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	serve(t, ln, st.ServerConfig(), rpcdef.ClusterService, &Cluster{f: f})
+	ln := tlsrpctest.Listen(t)
+	tlsrpctest.Serve(t, ln, l.ca.NodeStore(role, "m1").ServerConfig(), tlsrpctest.Receiver(rpcdef.ClusterService, &Cluster{f: f}))
 	return ln.Addr().String()
 }
 
@@ -841,8 +785,7 @@ func (l *testLab) run(t *testing.T, args ...string) (int, string, string) {
 	q := newQuery(&out, &errOut)
 	q.now = func() time.Time { return now }
 	q.loc = time.UTC
-	all := append([]string{"--socket", l.socket, "--ca", filepath.Join(l.dir, "ca.pem"),
-		"--cert", filepath.Join(l.dir, "admin.pem"), "--key", filepath.Join(l.dir, "admin-key.pem")}, args...)
+	all := append(l.flags(), args...)
 	code := q.main(context.Background(), all)
 	return code, out.String(), errOut.String()
 }
@@ -948,8 +891,8 @@ func TestView(t *testing.T) {
 	for i := range roll { // a slave hears of joins and statuses, not of resources
 		roll[i].Resources, roll[i].LastHeartbeat, roll[i].CertNotAfter = nil, time.Time{}, time.Time{}
 	}
-	serve(t, ln, nil, rpcdef.ViewName, &View{v: rpcdef.ViewReply{Node: "node-1", Incarnation: 1718031600123456789,
-		Master: "spiffe://lab/master/m1", MasterAddr: "127.0.0.1:7200", Joined: true, Version: 42, Members: roll}})
+	tlsrpctest.Serve(t, ln, nil, tlsrpctest.Receiver(rpcdef.ViewName, &View{v: rpcdef.ViewReply{Node: "node-1", Incarnation: 1718031600123456789,
+		Master: "spiffe://lab/master/m1", MasterAddr: "127.0.0.1:7200", Joined: true, Version: 42, Members: roll}}))
 
 	for _, tt := range []struct {
 		golden string
@@ -1014,11 +957,10 @@ func (m *slaveMaster) Heartbeat(ctx context.Context, args rpcdef.HeartbeatArgs) 
 
 func TestHeartbeat(t *testing.T) {
 	tests := []struct {
-		args    []string
-		code    int
-		stdout  string
-		stderr  string
-		sentInc uint64 // the incarnation the heartbeat carried
+		args           []string
+		code           int
+		stdout, stderr string
+		sentInc        uint64 // the incarnation the heartbeat carried
 	}{
 		{
 			args:    []string{"heartbeat", "node-1"},
