@@ -15,47 +15,28 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/muster-lab/muster/internal/logtest"
 	"github.com/muster-lab/muster/internal/pki"
+	"github.com/muster-lab/muster/internal/pki/pkitest"
+	"github.com/muster-lab/muster/internal/waitfor"
 	"github.com/muster-lab/muster/rpcdef"
 )
 
 // lab is a cluster CA that issues the certificates a test needs.
-type lab struct {
-	tb testing.TB
-	ca *pki.CA
-}
+type lab struct{ *pkitest.CA }
 
-func newLab(tb testing.TB) *lab {
-	ca, err := pki.NewCA("lab", time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return &lab{tb: tb, ca: ca}
-}
+func newLab(tb testing.TB) *lab { return &lab{pkitest.New(tb, "lab")} }
 
-func (l *lab) store(role pki.Role, name string) *pki.Store {
-	is, err := l.ca.Issue(pki.IssueRequest{Role: role, Name: name, Hosts: []string{"127.0.0.1"}})
-	if err != nil {
-		l.tb.Fatal(err)
-	}
-	st, err := pki.FromPEM(l.ca.CertPEM(), is.CertPEM, is.KeyPEM)
-	if err != nil {
-		l.tb.Fatal(err)
-	}
-	return st
-}
+// store is a store for a certificate of role/name on 127.0.0.1.
+func (l *lab) store(role pki.Role, name string) *pki.Store { return l.NodeStore(role, name) }
 
-// serveTLS serves attach's receivers over mutual TLS on 127.0.0.1:0, with a
-// registry certificate of l, until the test ends.
-func serveTLS(tb testing.TB, l *lab, opts Options, attach Attach) (string, *Server) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv, err := New(ln, l.store(pki.RoleRegistry, "reg").ServerConfig(), opts, attach, testLog(tb))
+// serve serves attach's receivers on ln with tlsConf (nil: a UNIX socket)
+// until the test ends, with its log in the test's.
+func serve(tb testing.TB, ln net.Listener, tlsConf *tls.Config, opts Options, attach Attach) *Server {
+	tb.Helper()
+	srv, err := New(ln, tlsConf, opts, attach, logtest.New(tb))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -63,7 +44,18 @@ func serveTLS(tb testing.TB, l *lab, opts Options, attach Attach) (string, *Serv
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx); close(done) }()
 	tb.Cleanup(func() { cancel(); <-done })
-	return ln.Addr().String(), srv
+	return srv
+}
+
+// serveTLS serves attach's receivers over mutual TLS on 127.0.0.1:0, with a
+// registry certificate of l, until the test ends.
+func serveTLS(tb testing.TB, l *lab, opts Options, attach Attach) (string, *Server) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ln.Addr().String(), serve(tb, ln, l.store(pki.RoleRegistry, "reg").ServerConfig(), opts, attach)
 }
 
 // dialTLS opens a connection to addr with st's certificate, handshake done.
@@ -90,14 +82,20 @@ func (s *sink) Null(_ *rpcdef.Empty, _ *rpcdef.Empty) error { return nil }
 func (s *sink) Take(_ *Blob, _ *rpcdef.Empty) error         { return nil }
 
 func (s *sink) Wait(_ *rpcdef.Empty, _ *rpcdef.Empty) error {
-	if err := s.peer.Block(); err != nil {
+	return longPoll(s.peer, s.waiting, s.release)
+}
+
+// longPoll is a handler that waits as a long poll does: it calls Block,
+// says it waits, and returns once released or when its connection ends.
+func longPoll(p Peer, waiting, release chan struct{}) error {
+	if err := p.Block(); err != nil {
 		return err
 	}
-	s.waiting <- struct{}{}
+	waiting <- struct{}{}
 	select {
-	case <-s.release:
+	case <-release:
 		return nil
-	case <-s.peer.Done:
+	case <-p.Done:
 		return errors.New("connection closed")
 	}
 }
@@ -116,17 +114,7 @@ func sinks(ch chan *sink) Attach {
 // waitFor polls cond until it holds, or fails the test after d.
 func waitFor(tb testing.TB, d time.Duration, what string, cond func() (bool, string)) {
 	tb.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("waited %v for %s: %s", d, what, state)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
+	waitfor.State(tb, d, what, cond)
 }
 
 // liveHeap is the heap in use after a collection.
@@ -505,26 +493,34 @@ func TestLocalUserBudget(t *testing.T) {
 	}
 }
 
-// With Inline, MaxBlocked calls of a connection may wait at once: the next
-// one's Block fails, its caller gets the error at once, and the connection
-// goes on. 1,000 pipelined waits cost no more goroutines than the cap.
-func TestMaxBlocked(t *testing.T) {
-	const most = 2
+// fillWaits serves sinks with opts, connects as a slave, and starts n waits
+// that each reach the handler before the next is sent; the client is closed
+// when the test ends.
+func fillWaits(t *testing.T, opts Options, n int) (*Server, *rpc.Client, *sink, []*rpc.Call) {
+	t.Helper()
 	l := newLab(t)
 	got := make(chan *sink, 1)
-	addr, srv := serveTLS(t, l, Options{Inline: true, MaxBlocked: most}, sinks(got))
-	tc := dialTLS(t, addr, l.store(pki.RoleSlave, "node-1"))
-	cl := rpc.NewClientWithCodec(rpcdef.NewClientCodec(tc, 0))
-	defer cl.Close()
+	addr, srv := serveTLS(t, l, opts, sinks(got))
+	cl := rpc.NewClientWithCodec(rpcdef.NewClientCodec(dialTLS(t, addr, l.store(pki.RoleSlave, "node-1")), 0))
+	t.Cleanup(func() { cl.Close() })
 	if err := call(t, cl, "S.Null", &rpcdef.Empty{}); err != nil {
 		t.Fatal(err)
 	}
 	s := <-got
 	var waits []*rpc.Call
-	for range most {
+	for range n {
 		waits = append(waits, cl.Go("S.Wait", &rpcdef.Empty{}, &rpcdef.Empty{}, make(chan *rpc.Call, 1)))
 		<-s.waiting
 	}
+	return srv, cl, s, waits
+}
+
+// With Inline, MaxBlocked calls of a connection may wait at once: the next
+// one's Block fails, its caller gets the error at once, and the connection
+// goes on. 1,000 pipelined waits cost no more goroutines than the cap.
+func TestMaxBlocked(t *testing.T) {
+	const most = 2
+	srv, cl, s, waits := fillWaits(t, Options{Inline: true, MaxBlocked: most}, most)
 	err := call(t, cl, "S.Wait", &rpcdef.Empty{})
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("unavailable: %d calls already waiting on this connection (the limit)", most)) {
 		t.Fatalf("wait %d: err = %v, want the limit's error", most+1, err)
@@ -583,20 +579,7 @@ func oneDone(tb testing.TB, calls []*rpc.Call) int {
 // returns.
 func TestMaxInflight(t *testing.T) {
 	const most = 3
-	l := newLab(t)
-	got := make(chan *sink, 1)
-	addr, srv := serveTLS(t, l, Options{MaxInflight: most}, sinks(got))
-	cl := rpc.NewClientWithCodec(rpcdef.NewClientCodec(dialTLS(t, addr, l.store(pki.RoleSlave, "node-1")), 0))
-	defer cl.Close()
-	if err := call(t, cl, "S.Null", &rpcdef.Empty{}); err != nil {
-		t.Fatal(err)
-	}
-	s := <-got
-	var waits []*rpc.Call
-	for range most {
-		waits = append(waits, cl.Go("S.Wait", &rpcdef.Empty{}, &rpcdef.Empty{}, make(chan *rpc.Call, 1)))
-		<-s.waiting
-	}
+	srv, cl, s, waits := fillWaits(t, Options{MaxInflight: most}, most)
 	for _, m := range []string{"S.Wait", "S.Null"} {
 		err := call(t, cl, m, &rpcdef.Empty{})
 		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("unavailable: %d calls already in flight on this connection (the limit)", most)) {
@@ -660,18 +643,4 @@ func TestRefusalReasons(t *testing.T) {
 	if len(seen) != 9 {
 		t.Errorf("%d reasons, want 9", len(seen))
 	}
-}
-
-// testLog sends a server's log lines to the test's log.
-func testLog(tb testing.TB) logrus.FieldLogger {
-	l := logrus.New()
-	l.SetOutput(tbWriter{tb})
-	return l
-}
-
-type tbWriter struct{ tb testing.TB }
-
-func (w tbWriter) Write(p []byte) (int, error) {
-	w.tb.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
 }

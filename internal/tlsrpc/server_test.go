@@ -2,8 +2,6 @@ package tlsrpc
 
 import (
 	"context"
-	"errors"
-	"io"
 	"net"
 	"net/rpc"
 	"path/filepath"
@@ -11,20 +9,12 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/muster-lab/muster/rpcdef"
 )
 
 type echo struct{}
 
 func (echo) Null(_ *rpcdef.Empty, _ *rpcdef.Empty) error { return nil }
-
-func quietLog() logrus.FieldLogger {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return l
-}
 
 // startUnix serves an Echo receiver on a socket in a temp dir.
 func startUnix(tb testing.TB) string {
@@ -37,20 +27,13 @@ func startUnix(tb testing.TB) string {
 // serveUnix serves attach's receivers on a socket in a temp dir until the
 // test ends.
 func serveUnix(tb testing.TB, opts Options, attach Attach) (string, *Server) {
+	tb.Helper()
 	path := filepath.Join(tb.TempDir(), "s.sock")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv, err := New(ln, nil, opts, attach, quietLog())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx); close(done) }()
-	tb.Cleanup(func() { cancel(); <-done })
-	return path, srv
+	return path, serve(tb, ln, nil, opts, attach)
 }
 
 // BenchmarkNullUnix is one Null round trip through the client helper and the server, in one process.
@@ -105,16 +88,7 @@ type waiter struct {
 
 func (w *waiter) Wait(_ *rpcdef.Empty, _ *rpcdef.Empty) error {
 	defer w.returned.Add(1)
-	if err := w.peer.Block(); err != nil {
-		return err
-	}
-	w.waiting <- struct{}{}
-	select {
-	case <-w.release:
-		return nil
-	case <-w.peer.Done:
-		return errors.New("connection closed")
-	}
+	return longPoll(w.peer, w.waiting, w.release)
 }
 
 func (w *waiter) Null(_ *rpcdef.Empty, _ *rpcdef.Empty) error { return nil }
