@@ -83,6 +83,11 @@ type Raft struct {
 	// to be heard from again before it may be declared dead. 0 derives it
 	// (see masterd's FailoverGrace).
 	FailoverGrace Duration `toml:"failover_grace"`
+	// HeartbeatTimeout: a follower that has not heard from the leader for
+	// 1 to 2 times this calls an election, and a leader that has not heard
+	// from a quorum for this long steps down. 0 is the default, 500ms;
+	// raise it across a WAN or on a machine too busy to answer in time.
+	HeartbeatTimeout Duration `toml:"heartbeat_timeout"`
 }
 
 // MaxPeers bounds a raft group: more voters only slow every commit.
@@ -126,6 +131,9 @@ func (r *Raft) check(ck *checker, self string) {
 	}
 	if r.FailoverGrace != 0 {
 		ck.duration("raft.failover_grace", r.FailoverGrace, time.Second, time.Hour)
+	}
+	if r.HeartbeatTimeout != 0 {
+		ck.duration("raft.heartbeat_timeout", r.HeartbeatTimeout, 100*time.Millisecond, time.Minute)
 	}
 }
 

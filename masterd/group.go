@@ -75,9 +75,12 @@ func startGroup(cfg *conf.Master, roll *Roll, s *Server) (*group, error) {
 		peers = append(peers, peer)
 	}
 	self := cfg.Store.Identity().Name
+	hb := cfg.Raft.HeartbeatTimeout.D() // 0: raftgroup's default for each
 	g, err := raftgroup.New(raftgroup.Config{
 		ID: self, Dir: filepath.Join(cfg.StateDir, "raft"), Listen: cfg.Raft.Listen, Advertise: cfg.Raft.Advertise,
 		Peers: peers, Join: cfg.Raft.Join, Store: cfg.Store, FSM: roll, Logger: s.log.WithField("raft", self),
+		// One timeout for all three: the lease as long as raft allows.
+		HeartbeatTimeout: hb, ElectionTimeout: hb, LeaderLeaseTimeout: hb,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("raft: %w", err)

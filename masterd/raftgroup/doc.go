@@ -42,18 +42,21 @@
 // # Timings
 //
 // The defaults are for masters on one LAN, with failover well inside the
-// 2 to 3 seconds masters aim for: HeartbeatTimeout 500ms and
-// ElectionTimeout 500ms (raft's defaults are 1s each), LeaderLeaseTimeout
-// 250ms (raft's is 500ms). raft.ValidateConfig requires
-// LeaderLeaseTimeout <= HeartbeatTimeout <= ElectionTimeout. A follower
-// starts an election when it has heard nothing from the leader for a
-// random time between HeartbeatTimeout and twice it (0.5 to 1s); with
-// pre-vote, an election on a LAN takes a few round trips more, and a split
-// vote costs another random 0.5 to 1s. The leader sends heartbeats every
-// HeartbeatTimeout/10 (50ms) and steps down when it has not heard from a
-// quorum for LeaderLeaseTimeout, so a leader cut off from its peers stops
-// acting as leader within about half a second, usually before the others
-// have elected a new one: a deposed leader must still check IsLeader (or
-// its context) before every leader-only effect. Across a WAN, raise all
-// three together.
+// 2 to 3 seconds masters aim for: HeartbeatTimeout, ElectionTimeout and
+// LeaderLeaseTimeout 500ms each (raft's are 1s, 1s and 500ms).
+// raft.ValidateConfig requires LeaderLeaseTimeout <= HeartbeatTimeout <=
+// ElectionTimeout. A follower starts an election when it has heard nothing
+// from the leader for a random time between HeartbeatTimeout and twice it
+// (0.5 to 1s); with pre-vote, an election on a LAN takes a few round trips
+// more, and a split vote costs another random 0.5 to 1s. The leader sends
+// heartbeats every HeartbeatTimeout/10 (50ms) and steps down when it has
+// not heard from a quorum for LeaderLeaseTimeout, so a leader cut off from
+// its peers stops acting as leader within about half a second, usually
+// before the others have elected a new one: a deposed leader must still
+// check IsLeader (or its context) before every leader-only effect. The
+// lease is as long as raft allows: at 250ms, a leader whose CPU was taken
+// by a cold join of 300 slaves (race-built, two cores) stepped down three
+// times in 30 s with nothing wrong but its own load. Across a WAN, or on
+// a machine that busy, raise all three together (masterd's [raft]
+// heartbeat_timeout does).
 package raftgroup
