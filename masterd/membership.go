@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -123,11 +124,12 @@ func (r *cpuRing) samples() []CPUSample {
 // stays here. A follower's Membership holds no nodes and answers from the
 // Roll. All methods are safe for concurrent use.
 type Membership struct {
-	t       Timing
-	base    DetectorConfig   // as configured; t.Detector is scaled from it by pace
-	now     func() time.Time // time.Now, but for tests
-	log     logrus.FieldLogger
-	self    *SelfMonitor
+	t    Timing
+	base DetectorConfig   // as configured; t.Detector is scaled from it by pace
+	now  func() time.Time // time.Now, but for tests
+	log  logrus.FieldLogger
+	// self is replaced by Lead under mu, and read by the handlers without it.
+	self    atomic.Pointer[SelfMonitor]
 	started time.Time
 	met     *masterMetrics // nil unless a Server made it
 
@@ -144,12 +146,18 @@ type Membership struct {
 	propose func(record)
 	// grace is how long a node a new leader found up may stay unknown
 	// before it is declared dead (see FailoverGrace).
-	grace   time.Duration
-	nodes   map[string]*node
-	held    time.Time // verdicts are held because nobody heartbeated since then; zero if not
-	crowd   time.Time // when verdicts were held because a crowd was late at once; zero if not
-	judged  []verdict // Tick's, kept to save the allocation
-	stopped bool      // the master is shutting down: its closing connections say nothing
+	grace time.Duration
+	// congested is when the master last turned a connection away for its
+	// own slowness (tlsrpc.Server.Congested); nil where nothing does.
+	congested func() time.Time
+	// graceHeld: the failover grace has run out while the master turned
+	// connections away, and the members not back yet wait on (said once).
+	graceHeld bool
+	nodes     map[string]*node
+	held      time.Time // verdicts are held because nobody heartbeated since then; zero if not
+	crowd     time.Time // when verdicts were held because a crowd was late at once; zero if not
+	judged    []verdict // Tick's, kept to save the allocation
+	stopped   bool      // the master is shutting down: its closing connections say nothing
 	// recovering: until then, after a stall of the master itself, nobody is
 	// declared dead. The slaves' calls timed out while the master was
 	// stalled, they closed their connections and backed off, and need time
@@ -180,9 +188,10 @@ var errFollower = errors.New("this master is not the leader")
 func NewMembership(t Timing, log logrus.FieldLogger) *Membership {
 	t.Detector = t.Detector.WithDefaults()
 	ms := &Membership{
-		t: t, base: t.Detector, now: time.Now, log: log, self: NewSelfMonitor(t.Tick), started: time.Now(),
+		t: t, base: t.Detector, now: time.Now, log: log, started: time.Now(),
 		nodes: make(map[string]*node), roll: NewRoll(), leading: true, grace: t.Detector.MaxDead,
 	}
+	ms.self.Store(NewSelfMonitor(t.Tick))
 	ms.propose = func(rec record) { ms.roll.apply([]record{rec}) }
 	return ms
 }
@@ -205,8 +214,8 @@ func (ms *Membership) Lead(grace time.Duration, propose func(record)) int {
 		ms.nodes[m.Name] = n
 	}
 	ms.leading, ms.propose, ms.grace, ms.stopped = true, propose, grace, false
-	ms.held, ms.crowd, ms.recovering, ms.flapping = time.Time{}, time.Time{}, time.Time{}, nil
-	ms.self = NewSelfMonitor(ms.t.Tick)
+	ms.held, ms.crowd, ms.recovering, ms.flapping, ms.graceHeld = time.Time{}, time.Time{}, time.Time{}, nil, false
+	ms.self.Store(NewSelfMonitor(ms.t.Tick))
 	ms.started = now
 	return len(members)
 }
@@ -342,7 +351,7 @@ func (ms *Membership) admit(n *node, c Caller, inc uint64, now time.Time) {
 	} else {
 		n.arr.Resume(now) // back from dead, left or unknown: that gap is no sample
 	}
-	ms.self.NoteArrival(now)
+	ms.self.Load().NoteArrival(now)
 	if n.m.Status != rpcdef.StatusAlive {
 		ms.setStatus(n, rpcdef.StatusAlive, now)
 	}
@@ -376,7 +385,7 @@ func (ms *Membership) current(name string, inc uint64) (*node, error) {
 // the interval the slave is to heartbeat at.
 func (ms *Membership) Heartbeat(c Caller, inc uint64) (rpcdef.HeartbeatReply, error) {
 	now := ms.now()
-	ms.self.NoteArrival(now)
+	ms.self.Load().NoteArrival(now)
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	n, err := ms.current(c.Node, inc)
@@ -453,7 +462,7 @@ func (ms *Membership) ConnClosed(name string, connID uint64) {
 		// Stall first, evidence second: a close that arrives while the
 		// master is stalled, or recovering from a stall, is most likely the
 		// slave giving up on it. Tick judges it once the stall is known.
-		if ms.self.Overdue(now) || now.Before(ms.recovering) {
+		if ms.self.Load().Overdue(now) || now.Before(ms.recovering) {
 			return
 		}
 		ms.setStatus(n, rpcdef.StatusSuspect, now)
@@ -513,7 +522,7 @@ func (ms *Membership) Tick(now time.Time) {
 	if !ms.leading {
 		return // a follower judges nobody
 	}
-	stall := ms.self.Tick(now)
+	stall := ms.self.Load().Tick(now)
 	ms.flush(now)
 	ms.pace(now)
 	if stall > 0 {
@@ -537,7 +546,7 @@ func (ms *Membership) Tick(now time.Time) {
 	}
 	// The heartbeats handled over the last interval or a little more, and
 	// how many the members alive for all of it send in that time.
-	got, span := ms.self.Handled(now, ms.t.Detector.Interval)
+	got, span := ms.self.Load().Handled(now, ms.t.Detector.Interval)
 	var want float64
 	up := 0
 	var prior Prior // the cluster's cadence, for the nodes still warming up
@@ -551,7 +560,7 @@ func (ms *Membership) Tick(now time.Time) {
 		}
 	}
 	// Suspects count as up: a steady node is suspect before it can be dead.
-	quiet := ms.self.QuietFor(now)
+	quiet := ms.self.Load().QuietFor(now)
 	if up >= 2 && quiet > ms.t.Detector.MinDead {
 		if ms.held.IsZero() {
 			// From the start of the quiet: once heartbeats resume, all of
@@ -596,7 +605,7 @@ func (ms *Membership) Tick(now time.Time) {
 	// only while someone is late. Neither fires on an idle master: its
 	// ticks are on time, and over a whole interval every member's phase is
 	// counted once, however the phases are spread.
-	lagged := ms.self.Behind(now, ms.t.Detector.Interval)
+	lagged := ms.self.Load().Behind(now, ms.t.Detector.Interval)
 	starved := want >= minHandledCheck && float64(got) < behindShare*want
 	behind := late > 0 && (lagged || starved)
 	// Once held, the hold lasts until the crowd is down to a quarter and
@@ -628,11 +637,16 @@ func (ms *Membership) Tick(now time.Time) {
 		ms.log.Infof("heartbeat verdicts resume after %v held: %d slaves late now", now.Sub(ms.crowd).Round(time.Millisecond), late)
 		ms.crowd = time.Time{}
 	}
+	shut := ms.doorShut(now)
 	for _, n := range ms.nodes {
 		if n.m.Status == rpcdef.StatusUnknown {
-			if now.Sub(n.m.StatusSince) >= ms.grace {
+			if waited := now.Sub(n.m.StatusSince); waited >= ms.grace {
+				if shut && waited < maxGraceHeld*ms.grace {
+					ms.holdGrace(now)
+					continue
+				}
 				ms.setStatus(n, rpcdef.StatusDead, now)
-				ms.emit(n, rpcdef.EventDead, fmt.Sprintf("not heard from within %v of this master becoming the leader", ms.grace), now)
+				ms.emit(n, rpcdef.EventDead, fmt.Sprintf("not heard from within %v of this master becoming the leader", waited.Round(time.Millisecond)), now)
 			}
 			continue
 		}
@@ -680,6 +694,41 @@ const (
 	minHandledCheck = 50
 )
 
+// maxGraceHeld bounds how long a congested master holds the members a
+// failover left unknown: that many graces in all, whatever its door, so
+// that peers holding handshakes open cannot keep a dead member alive.
+const maxGraceHeld = 3
+
+// doorShut says whether the master turned a connection away for its own
+// slowness (busy, or a handshake past its deadline) within the last
+// max_dead: a member not back yet may be one of those turned away, trying
+// again with backoff, and not dead at all.
+func (ms *Membership) doorShut(now time.Time) bool {
+	if ms.congested == nil {
+		return false
+	}
+	at := ms.congested()
+	return !at.IsZero() && now.Sub(at) < ms.t.Detector.MaxDead
+}
+
+// holdGrace says, once a leadership, that the failover grace is extended,
+// and counts it. ms.mu is held.
+func (ms *Membership) holdGrace(now time.Time) {
+	if ms.graceHeld {
+		return
+	}
+	ms.graceHeld = true
+	ms.met.hold(holdAdmission)
+	unknown := 0
+	for _, n := range ms.nodes {
+		if n.m.Status == rpcdef.StatusUnknown {
+			unknown++
+		}
+	}
+	ms.log.Warnf("%d members not back within the failover grace of %v, while this master turns connections away as too busy: they may be among them; each waits until the master has turned nobody away for %v (at most %v in all)",
+		unknown, ms.grace, ms.t.Detector.MaxDead, maxGraceHeld*ms.grace)
+}
+
 // The causes of a hold of heartbeat verdicts, as the holds metric labels
 // them.
 const (
@@ -687,6 +736,9 @@ const (
 	holdCrowd  = "crowd"  // too many slaves late at once
 	holdQuiet  = "quiet"  // no heartbeat from anyone
 	holdStall  = "stall"  // the master stalled long enough for the slaves' calls to fail
+	// holdAdmission: a failover's grace ran out while the master turned
+	// connections away as busy (see holdGrace).
+	holdAdmission = "admission"
 )
 
 type verdict struct {

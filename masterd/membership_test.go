@@ -398,3 +398,45 @@ func TestMasterBehindHoldsVerdicts(t *testing.T) {
 		t.Fatalf("%d events, want only the %d joins", len(ev), n)
 	}
 }
+
+// TestFailoverGraceWaitsForTheDoor: a member a new leader found up is not
+// declared dead at the end of the failover grace while the leader is
+// turning connections away as too busy (it may be one of them), but once
+// the leader has turned nobody away for max_dead, or at three graces
+// whatever the door.
+func TestFailoverGraceWaitsForTheDoor(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// door is when the leader last turned someone away, given now.
+		door     func(start, now time.Time) time.Time
+		deadFrom time.Duration // after the leadership began
+	}{
+		{"never busy", func(start, now time.Time) time.Time { return time.Time{} }, 5 * time.Second},
+		{"busy once in the grace", func(start, now time.Time) time.Time {
+			return start.Add(4 * time.Second)
+		}, 9 * time.Second},
+		{"busy throughout", func(start, now time.Time) time.Time { return now }, 15 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old := testMembership()
+			old.Join(Caller{Node: "a"}, 1, false)
+			next, c := testMembershipClock()
+			start := c.t
+			next.congested = func() time.Time {
+				if at := tc.door(start, c.t); !at.After(c.t) {
+					return at
+				}
+				return time.Time{}
+			}
+			restart(t, old, next)
+			tickUntil(next, c, start, start.Add(tc.deadFrom-next.t.Tick))
+			if st := status(t, next, "a"); st != rpcdef.StatusUnknown {
+				t.Fatalf("a at +%v: %s, want still unknown", c.t.Sub(start), st)
+			}
+			tickUntil(next, c, c.t.Add(next.t.Tick), start.Add(tc.deadFrom))
+			if st := status(t, next, "a"); st != rpcdef.StatusDead {
+				t.Fatalf("a at +%v: %s, want dead", c.t.Sub(start), st)
+			}
+		})
+	}
+}

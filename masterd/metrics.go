@@ -98,7 +98,7 @@ func newMasterMetrics(reg prometheus.Registerer, interval time.Duration) *master
 	}, []string{"cause"})
 	reg.MustRegister(holds)
 	m.holds = map[string]prometheus.Counter{}
-	for _, c := range []string{holdBehind, holdCrowd, holdQuiet, holdStall} {
+	for _, c := range []string{holdBehind, holdCrowd, holdQuiet, holdStall, holdAdmission} {
 		m.holds[c] = holds.WithLabelValues(c)
 	}
 	return m

@@ -56,8 +56,8 @@ func TestIdleMasterNeverHolds(t *testing.T) {
 // each: a stall, nobody heartbeating, a crowd late at once.
 func TestHoldsMetric(t *testing.T) {
 	_, _, _, reg := instrumented(t)
-	if n := testutil.CollectAndCount(reg, "muster_master_verdict_holds_total"); n != 4 {
-		t.Fatalf("%d series of muster_master_verdict_holds_total, want 4 (behind, crowd, quiet, stall)", n)
+	if n := testutil.CollectAndCount(reg, "muster_master_verdict_holds_total"); n != 5 {
+		t.Fatalf("%d series of muster_master_verdict_holds_total, want 5 (admission, behind, crowd, quiet, stall)", n)
 	}
 	for _, tc := range []struct {
 		name  string

@@ -121,6 +121,7 @@ func New(cfg *conf.Master, log logrus.FieldLogger) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
+	s.ms.congested = s.srv.Congested
 	s.prom.MustRegister(newRollCollector(s.ms), metrics.NewListeners(prefix, metrics.Listener{Name: "tls", Server: s.srv}),
 		metrics.CertExpiry(cfg.Store.NotAfter))
 	s.svc = rpcdef.Service{ServiceKey: rpcdef.ServiceKey{Name: rpcdef.ClusterService, Instance: cfg.Cluster},

@@ -32,6 +32,9 @@ func TestHandshakeTurns(t *testing.T) {
 		return len(srv.turns) == 2, fmt.Sprintf("%d taken", len(srv.turns))
 	})
 	node1 := l.store(pki.RoleSlave, "node-1")
+	if at := srv.Congested(); !at.IsZero() {
+		t.Fatalf("congested at %v before any connection was turned away", at)
+	}
 	start := time.Now()
 	c, err := tls.Dial("tcp", addr, node1.ClientConfig(nil))
 	if err == nil {
@@ -43,6 +46,9 @@ func TestHandshakeTurns(t *testing.T) {
 	}
 	if n := srv.Refused(RefusedBusy); n != 1 {
 		t.Fatalf("%d refused as busy, want 1", n)
+	}
+	if at := srv.Congested(); at.Before(start) {
+		t.Fatalf("congested at %v after a busy refusal at %v", at, start)
 	}
 	// A turn frees: the next one is served.
 	stuck[0].Close()

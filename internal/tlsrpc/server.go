@@ -246,6 +246,9 @@ type Server struct {
 	closed  bool
 	wg      sync.WaitGroup
 	refused sync.Map // reason -> *atomic.Uint64
+	// congested is when a connection was last turned away for this
+	// server's own slowness (see Congested), unix ns; 0 for never.
+	congested atomic.Int64
 
 	logMu     sync.Mutex // guards the refusal log's rate limit
 	logAt     time.Time
@@ -278,6 +281,18 @@ func New(ln net.Listener, tlsConf *tls.Config, opts Options, attach Attach, log 
 // Addr is where the server listens.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
+// Congested is when this server last turned a connection away for its own
+// slowness: no handshake turn within HandshakeQueue (busy), or a handshake
+// not finished within HandshakeTimeout. The zero time if never. A peer
+// turned away then may be alive and trying: whoever judges peers by their
+// calls should wait until the door has been open a while.
+func (s *Server) Congested() time.Time {
+	if ns := s.congested.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
 // Refused counts connections refused for a reason since the start (and,
 // for RefusedCalls, calls).
 func (s *Server) Refused(reason string) uint64 {
@@ -303,6 +318,9 @@ func (s *Server) refuse(reason, addr string, err error) {
 	v, _ := s.refused.LoadOrStore(reason, new(atomic.Uint64))
 	v.(*atomic.Uint64).Add(1)
 	now := time.Now()
+	if reason == RefusedBusy {
+		s.congested.Store(now.UnixNano())
+	}
 	s.logMu.Lock()
 	if s.logAt.IsZero() {
 		s.logTokens = refusalLogRate
@@ -446,6 +464,7 @@ func (s *Server) handle(ctx context.Context, c *conn) {
 		if err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
 				err = fmt.Errorf("TLS handshake not finished within %v", s.opts.HandshakeTimeout)
+				s.congested.Store(time.Now().UnixNano())
 			}
 			s.refuse(RefusedHandshake, peer.Addr, err)
 			return
