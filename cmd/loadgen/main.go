@@ -122,7 +122,7 @@ func run(args []string) int {
 	fs.StringVar(&c.Prefix, "prefix", c.Prefix, "the simulated slaves' name `prefix`")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "how long the slaves run after the cold join (at most 15m)")
 	fs.DurationVar(&c.JoinPhase, "join-timeout", c.JoinPhase, "the cold join of all N must end within this (at most 15m)")
-	fs.IntVar(&c.JoinRate, "join-rate", c.JoinRate, "joins (TCP + TLS handshake + Join) in flight at once during the cold join")
+	fs.IntVar(&c.JoinRate, "join-rate", c.JoinRate, "joins (TCP + TLS handshake + Join) in flight at once during the cold join; connections being made (TCP + TLS handshake) at once at any time, as after a failover")
 	fs.IntVar(&c.Watchers, "watchers", c.Watchers, "how many of the slaves keep a Watch pending; -1 is all")
 	fs.StringVar(&c.WatchStart, "watch-start", c.WatchStart, `when the watchers start: "join" (each right after its join, as slaved) or "ready" (all after the cold join)`)
 	fs.BoolVar(&c.Roll, "roll", c.Roll, "ask for the whole roll in every Join reply, as slaved does (--roll=false: the reply without it)")

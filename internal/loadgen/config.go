@@ -41,7 +41,7 @@ type Config struct {
 	Slaves     int           // simulated slaves
 	Prefix     string        // their names: PREFIX00001...
 	Duration   time.Duration // how long they stay after the cold join
-	JoinRate   int           // joins (TLS handshake + Join) in flight at once
+	JoinRate   int           // joins (TLS handshake + Join) in flight at once; handshakes at any time
 	JoinPhase  time.Duration // the cold join must end within this
 	Watchers   int           // simulated slaves that keep a Watch pending; -1 is all
 	WatchStart string        // "join": each watches right after its join, as slaved; "ready": all start after the cold join

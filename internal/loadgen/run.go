@@ -57,6 +57,10 @@ type run struct {
 	resources   rpcdef.Resources
 	tr          *tracker
 	sims        []*sim
+	// handshakes bounds the dials and TLS handshakes in flight, JoinRate
+	// at a time, for every simulated slave at once (see sim.dial); nil
+	// for no bound.
+	handshakes chan struct{}
 
 	measuring atomic.Bool // heartbeat latencies are recorded
 
@@ -100,6 +104,7 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (*Result, erro
 	r := &run{
 		cfg: cfg, log: log, addr: addr, find: find, leader: addr, epoch: time.Now(),
 		incarnation: uint64(time.Now().UnixNano()), resources: fixedResources(),
+		handshakes: make(chan struct{}, cfg.JoinRate),
 	}
 	names := make([]string, cfg.Slaves)
 	for i := range names {

@@ -113,7 +113,21 @@ var errMoved = errors.New("the simulated slave moved to another master during th
 // dial is the client's Dialer: TLS to the master, keeping the TCP
 // connection so that kill can close it as the kernel of a killed process
 // would. A killed slave never dials again.
+//
+// Its dial and handshake wait for one of the run's JoinRate turns. Real
+// slaves each have their own CPU; loadgen's all share one process, and a
+// thousand that lose their master at once would otherwise run a thousand
+// client handshakes together, each too slow to finish in time, and time
+// the master's side out with them.
 func (s *sim) dial(ctx context.Context) (net.Conn, error) {
+	if t := s.r.handshakes; t != nil {
+		select {
+		case t <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect to %s: waiting for a handshake turn: %w", s.master(), ctx.Err())
+		}
+		defer func() { <-t }()
+	}
 	addr := s.master()
 	var d net.Dialer
 	raw, err := d.DialContext(ctx, "tcp", addr)
