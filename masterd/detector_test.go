@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -189,13 +190,7 @@ func TestWarmUp(t *testing.T) {
 		{16, gap, 100 * time.Millisecond, gap + 523*time.Millisecond},
 	} {
 		t.Run(fmt.Sprint(tc.samples, " samples"), func(t *testing.T) {
-			var a Arrivals
-			now := base
-			a.Observe(now, cfg)
-			for range tc.samples {
-				now = now.Add(gap)
-				a.Observe(now, cfg)
-			}
+			a, _ := observed(cfg, slices.Repeat([]time.Duration{gap}, tc.samples)...)
 			mean, stddev := a.Estimate(cfg)
 			if mean != tc.wantMean || stddev != tc.wantStdDev {
 				t.Errorf("Estimate = %v, %v; want %v, %v", mean, stddev, tc.wantMean, tc.wantStdDev)
@@ -249,13 +244,7 @@ func TestObserveWindow(t *testing.T) {
 		{"keeps the window", ramp(100), ramp(100)[100-cfg.Window:]},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var a Arrivals
-			now := base
-			a.Observe(now, cfg)
-			for _, g := range tc.gaps {
-				now = now.Add(g)
-				a.Observe(now, cfg)
-			}
+			a, _ := observed(cfg, tc.gaps...)
 			var sum, sumSq float64
 			for _, g := range tc.want {
 				sum += g.Seconds()
@@ -273,6 +262,19 @@ func TestObserveWindow(t *testing.T) {
 }
 
 // ramp is n gaps of 1.000 s, 1.001 s, ...
+// observed is the history of a node heard at base and then after each of
+// gaps, and the time of its last heartbeat.
+func observed(cfg *DetectorConfig, gaps ...time.Duration) (Arrivals, time.Time) {
+	var a Arrivals
+	now := base
+	a.Observe(now, cfg)
+	for _, g := range gaps {
+		now = now.Add(g)
+		a.Observe(now, cfg)
+	}
+	return a, now
+}
+
 func ramp(n int) []time.Duration {
 	gaps := make([]time.Duration, n)
 	for i := range gaps {

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/muster-lab/muster/internal/pki"
 	"github.com/muster-lab/muster/rpcdef"
 )
@@ -16,15 +14,9 @@ import (
 // give the nodes they make unknown the same StatusSince.
 var fuzzRosterNow = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 
+// fuzzMembership is testMembership on fuzzRosterNow's clock.
 func fuzzMembership() *Membership {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	ms := NewMembership(Timing{
-		Detector:   DetectorConfig{Interval: time.Second, MinDead: 1500 * time.Millisecond, MaxDead: 5 * time.Second},
-		CloseGrace: 500 * time.Millisecond,
-		Report:     5 * time.Second,
-		Tick:       50 * time.Millisecond,
-	}, l)
+	ms, _ := testMembershipClock()
 	ms.now = func() time.Time { return fuzzRosterNow }
 	return ms
 }

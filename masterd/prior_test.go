@@ -26,13 +26,11 @@ func clusterPrior(cfg *DetectorConfig, members int, gap func(i int, rng *rand.Ra
 	rng := rand.New(rand.NewPCG(7, 7))
 	var p Prior
 	for i := range members {
-		var a Arrivals
-		now := base
-		a.Observe(now, cfg)
-		for range cfg.Window {
-			now = now.Add(gap(i, rng))
-			a.Observe(now, cfg)
+		gaps := make([]time.Duration, cfg.Window)
+		for j := range gaps {
+			gaps[j] = gap(i, rng)
 		}
+		a, _ := observed(cfg, gaps...)
 		p.Add(&a, cfg)
 	}
 	return p
@@ -66,13 +64,7 @@ func TestPriorFreshNode(t *testing.T) {
 		{"unlike the cluster", []time.Duration{1300 * time.Millisecond, 800 * time.Millisecond}, 3620 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var a Arrivals
-			now := base
-			a.Observe(now, cfg)
-			for _, g := range tc.gaps {
-				now = now.Add(g)
-				a.Observe(now, cfg)
-			}
+			a, now := observed(cfg, tc.gaps...)
 			p := cluster
 			p.Add(&a, cfg)
 			dead := time.Duration(-1)

@@ -3,6 +3,7 @@ package masterd
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,31 +12,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/muster-lab/muster/conf"
+	"github.com/muster-lab/muster/internal/logtest"
 	"github.com/muster-lab/muster/internal/pki"
+	"github.com/muster-lab/muster/internal/pki/pkitest"
+	"github.com/muster-lab/muster/internal/waitfor"
 )
 
 // TestHTTPListeners runs a master with both listeners: /metrics and the
 // page in plain HTTP on loopback, and the same over mutual TLS, where only
 // an admin certificate gets in.
 func TestHTTPListeners(t *testing.T) {
-	ca, err := pki.NewCA("lab", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := func(role pki.Role, name string) *pki.Store {
-		is, err := ca.Issue(pki.IssueRequest{Role: role, Name: name, Hosts: []string{"127.0.0.1"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := pki.FromPEM(ca.CertPEM(), is.CertPEM, is.KeyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
+	ca := pkitest.New(t, "lab")
 	dir := t.TempDir()
 	cfg := conf.DefaultMaster()
 	cfg.Listen = "127.0.0.1:0"
@@ -43,10 +31,8 @@ func TestHTTPListeners(t *testing.T) {
 	cfg.Registry, cfg.RegistrySocket = "", filepath.Join(dir, "no-registry.sock") // registration fails quietly
 	cfg.HTTPListen = "127.0.0.1:0"
 	cfg.DashboardListen = "127.0.0.1:0"
-	cfg.Store = store(pki.RoleMaster, "m1")
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	s, err := New(cfg, log)
+	cfg.Store = ca.NodeStore(pki.RoleMaster, "m1")
+	s, err := New(cfg, logtest.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,22 +74,15 @@ func TestHTTPListeners(t *testing.T) {
 	}
 
 	// The page shows the group: a master alone leads a group of one.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitfor.State(t, 10*time.Second, "a group with m1 leading in the snapshot", func() (bool, string) {
 		_, body, err := get(plain, s.http.URL()+"api/snapshot")
-		if err == nil && strings.Contains(body, `"group":{"self":"m1","state":"leader"`) &&
-			strings.Contains(body, `"servers":[{"name":"m1","addr":"`+s.Advertised()+`"`) && strings.Contains(body, `"leader":true,"self":true`) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("no group with m1 leading in the snapshot: %v\n%.1000s", err, body)
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil && strings.Contains(body, `"group":{"self":"m1","state":"leader"`) &&
+				strings.Contains(body, `"servers":[{"name":"m1","addr":"`+s.Advertised()+`"`) && strings.Contains(body, `"leader":true,"self":true`),
+			fmt.Sprintf("%v\n%.1000s", err, body)
+	})
 
 	client := func(role pki.Role, name string) *http.Client {
-		tc := store(role, name).ClientConfig(pki.ExpectRole(pki.RoleMaster))
+		tc := ca.NodeStore(role, name).ClientConfig(pki.ExpectRole(pki.RoleMaster))
 		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
 	}
 	url := s.https.URL() + "api/snapshot"
