@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/muster-lab/muster/internal/pki"
+	"github.com/muster-lab/muster/internal/waitfor"
 )
 
 // member is one server of a test group.
@@ -110,7 +111,7 @@ func (m *member) start(t *testing.T, sl *StreamLayer, peers []Peer) {
 func leader(t *testing.T, ms []*member) *member {
 	t.Helper()
 	var found *member
-	waitFor(t, 10*time.Second, "one leader all agree on", func() bool {
+	waitfor.True(t, 10*time.Second, "one leader all agree on", func() bool {
 		found = nil
 		for _, m := range ms {
 			if m.g.IsLeader() {
@@ -157,7 +158,7 @@ func apply(t *testing.T, ms []*member, cmd string) {
 func replicated(t *testing.T, ms []*member, want ...string) {
 	t.Helper()
 	for _, m := range ms {
-		waitFor(t, 10*time.Second, fmt.Sprintf("%s to hold %v (has %v)", m.id, want, m.fsm.get()), func() bool {
+		waitfor.True(t, 10*time.Second, fmt.Sprintf("%s to hold %v (has %v)", m.id, want, m.fsm.get()), func() bool {
 			return slices.Equal(m.fsm.get(), want)
 		})
 	}
@@ -283,13 +284,20 @@ func TestGroupOfThree(t *testing.T) {
 	replicated(t, ms, "a", "b", "c", "d", "e")
 }
 
-func TestGroupOfOne(t *testing.T) {
-	ca := newCA(t, "lab")
+// alone starts m1 of ca on 127.0.0.1:0 as a group of one, and waits until
+// it has elected itself.
+func alone(t *testing.T, ca *pki.CA) *member {
+	t.Helper()
 	m := &member{id: "m1", addr: "127.0.0.1:0", dir: t.TempDir(), certs: newNode(t, ca, pki.RoleMaster, "m1")}
 	m.start(t, nil, nil)
 	if !m.lead.next(t, 5*time.Second) {
 		t.Fatal("a group of one did not elect itself")
 	}
+	return m
+}
+
+func TestGroupOfOne(t *testing.T) {
+	m := alone(t, newCA(t, "lab"))
 	ctx := context.Background()
 	if err := m.g.Barrier(ctx); err != nil {
 		t.Fatal(err)
@@ -410,11 +418,7 @@ func TestPush(t *testing.T) {
 // hands it leadership, and removes the first.
 func TestGroupMembershipChanges(t *testing.T) {
 	ca := newCA(t, "lab")
-	m1 := &member{id: "m1", addr: "127.0.0.1:0", dir: t.TempDir(), certs: newNode(t, ca, pki.RoleMaster, "m1")}
-	m1.start(t, nil, nil)
-	if !m1.lead.next(t, 5*time.Second) {
-		t.Fatal("m1 did not elect itself")
-	}
+	m1 := alone(t, ca)
 	m1.addr = m1.g.Addr()
 	ctx := context.Background()
 	if _, err := m1.g.Apply(ctx, []byte("a")); err != nil {
@@ -500,7 +504,7 @@ func TestGroupRevokedMasterIsCutOff(t *testing.T) {
 	// The leader's heartbeats to the revoked master are refused, and so
 	// are the revoked master's vote requests once it gives up on the leader.
 	for i, m := range good {
-		waitFor(t, 10*time.Second, m.id+" to refuse "+bad.id, func() bool { return m.g.Refused() > before[i] })
+		waitfor.True(t, 10*time.Second, m.id+" to refuse "+bad.id, func() bool { return m.g.Refused() > before[i] })
 	}
 	if got := bad.fsm.get(); !slices.Equal(got, []string{"a"}) {
 		t.Fatalf("revoked %s holds %v, want only what it had before", bad.id, got)

@@ -1,12 +1,9 @@
 package raftgroup
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -15,59 +12,22 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/sirupsen/logrus"
 
+	"github.com/muster-lab/muster/internal/logtest"
 	"github.com/muster-lab/muster/internal/pki"
+	"github.com/muster-lab/muster/internal/pki/pkitest"
 )
 
 // testLog is a logger writing to t.Log until the test ends (raft's
 // goroutines may log a last line after it has).
 func testLog(t *testing.T, name string) logrus.FieldLogger {
 	t.Helper()
-	w := &tWriter{t: t}
-	t.Cleanup(w.stop)
-	l := logrus.New()
-	l.SetOutput(w)
-	l.SetLevel(logrus.InfoLevel)
-	return l.WithField("node", name)
+	return logtest.New(t).WithField("node", name)
 }
 
-type tWriter struct {
-	mu      sync.Mutex
-	t       *testing.T
-	stopped bool
-}
-
-func (w *tWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.stopped {
-		w.t.Log(string(bytes.TrimRight(p, "\n")))
-	}
-	return len(p), nil
-}
-
-func (w *tWriter) stop() {
-	w.mu.Lock()
-	w.stopped = true
-	w.mu.Unlock()
-}
-
-// writeFile writes data under dir with the given mode.
-func writeFile(t *testing.T, dir, name string, data []byte, mode os.FileMode) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, data, mode); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
+// newCA is a test CA of cluster.
 func newCA(t *testing.T, cluster string) *pki.CA {
 	t.Helper()
-	ca, err := pki.NewCA(cluster, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ca
+	return pkitest.New(t, cluster).CA
 }
 
 // node is the certificate material of one test node.
@@ -100,10 +60,10 @@ func newNode(t *testing.T, ca *pki.CA, role pki.Role, name string, bundle ...*pk
 	}
 	dir := t.TempDir()
 	files := pki.Files{
-		CA:   writeFile(t, dir, "ca.pem", caPEM, 0o644),
-		Cert: writeFile(t, dir, "cert.pem", is.CertPEM, 0o644),
-		Key:  writeFile(t, dir, "key.pem", is.KeyPEM, 0o600),
-		CRL:  writeFile(t, dir, "crl.pem", crl, 0o644),
+		CA:   pkitest.WriteFile(t, dir, "ca.pem", caPEM, 0o644),
+		Cert: pkitest.WriteFile(t, dir, "cert.pem", is.CertPEM, 0o644),
+		Key:  pkitest.WriteFile(t, dir, "key.pem", is.KeyPEM, 0o600),
+		CRL:  pkitest.WriteFile(t, dir, "crl.pem", crl, 0o644),
 	}
 	st, err := pki.Load(files)
 	if err != nil {
@@ -168,15 +128,3 @@ func (s logSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (logSnapshot) Release() {}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/muster-lab/muster/internal/pki"
+	"github.com/muster-lab/muster/internal/waitfor"
 )
 
 // listening is a stream layer whose accepted connections are gathered.
@@ -71,7 +72,7 @@ func refusedByServer(t *testing.T, l *listening, client *node) {
 		}
 		t.Logf("server closed the connection: %v", err)
 	}
-	waitFor(t, 5*time.Second, "the refusal to be counted", func() bool { return l.Refused() > before })
+	waitfor.True(t, 5*time.Second, "the refusal to be counted", func() bool { return l.Refused() > before })
 	select {
 	case c := <-l.accepted:
 		t.Fatalf("Accept returned the connection of %s from %s", client.issued.Identity, c.RemoteAddr())
@@ -112,13 +113,19 @@ func closed(t *testing.T, c net.Conn, what string) {
 	}
 }
 
+// trustsProd is a lab CA, a prod CA, and lab's master m1 with a bundle of
+// both.
+func trustsProd(t *testing.T) (lab, prod *pki.CA, m1 *node) {
+	t.Helper()
+	lab, prod = newCA(t, "lab"), newCA(t, "prod")
+	return lab, prod, newNode(t, lab, pki.RoleMaster, "m1", lab, prod)
+}
+
 func TestStreamLayerAcceptRefusals(t *testing.T) {
-	lab := newCA(t, "lab")
-	otherLab := newCA(t, "lab") // same cluster name, another CA
-	prod := newCA(t, "prod")
 	// m1 trusts lab and prod: a prod master's chain verifies, so what
 	// refuses it is the cluster check.
-	m1 := newNode(t, lab, pki.RoleMaster, "m1", lab, prod)
+	lab, prod, m1 := trustsProd(t)
+	otherLab := newCA(t, "lab") // same cluster name, another CA
 	l := listen(t, m1, "m1", 5*time.Second)
 
 	for _, tc := range []struct {
@@ -164,9 +171,7 @@ func TestStreamLayerAcceptRefusals(t *testing.T) {
 }
 
 func TestStreamLayerDialRefusals(t *testing.T) {
-	lab := newCA(t, "lab")
-	prod := newCA(t, "prod")
-	m1 := newNode(t, lab, pki.RoleMaster, "m1", lab, prod)
+	lab, prod, m1 := trustsProd(t)
 	d := listen(t, m1, "m1", 5*time.Second)
 
 	for _, tc := range []struct {
@@ -296,7 +301,7 @@ func TestStreamLayerHandshakeCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer first.Close()
-	waitFor(t, 5*time.Second, "the first handshake to take the slot", func() bool { return len(sl.slots) == 1 })
+	waitfor.True(t, 5*time.Second, "the first handshake to take the slot", func() bool { return len(sl.slots) == 1 })
 	second, err := net.Dial("tcp", sl.ListenAddr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -329,7 +334,7 @@ func TestStreamLayerCloseEndsHandshakes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer silent.Close()
-	waitFor(t, 5*time.Second, "the handshake to start", func() bool { return len(sl.slots) == 1 })
+	waitfor.True(t, 5*time.Second, "the handshake to start", func() bool { return len(sl.slots) == 1 })
 	closedCh := make(chan error, 1)
 	go func() { closedCh <- sl.Close() }()
 	select {
