@@ -12,6 +12,7 @@ import (
 
 	"github.com/muster-lab/muster/conf"
 	"github.com/muster-lab/muster/internal/pki"
+	"github.com/muster-lab/muster/internal/pki/pkitest"
 	"github.com/muster-lab/muster/rpcdef"
 )
 
@@ -168,29 +169,12 @@ func TestEpochSavedAndRestored(t *testing.T) {
 
 // registryLab is a CA of cluster "lab" and what it issued.
 type registryLab struct {
-	ca *pki.CA
+	ca *pkitest.CA
 }
 
 func newRegistryLab(t *testing.T) *registryLab {
 	t.Helper()
-	ca, err := pki.NewCA("lab", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &registryLab{ca: ca}
-}
-
-func (l *registryLab) store(t *testing.T, role pki.Role, name string) *pki.Store {
-	t.Helper()
-	is, err := l.ca.Issue(pki.IssueRequest{Role: role, Name: name, Hosts: []string{"127.0.0.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := pki.FromPEM(l.ca.CertPEM(), is.CertPEM, is.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
+	return &registryLab{ca: pkitest.New(t, "lab")}
 }
 
 // startRegistry runs a real registry on 127.0.0.1:0 with its table in dir,
@@ -202,7 +186,7 @@ func (l *registryLab) startRegistry(t *testing.T, dir string) (srv *Server, out 
 	cfg.Socket = ""
 	cfg.HTTPListen = "" // no fixed port: other tests run beside this one
 	cfg.StateDir = dir
-	cfg.Store = l.store(t, pki.RoleRegistry, "reg1")
+	cfg.Store = l.ca.NodeStore(pki.RoleRegistry, "reg1")
 	out = &syncBuffer{}
 	log := logrus.New()
 	log.SetOutput(out)
@@ -237,7 +221,7 @@ func (l *registryLab) startRegistry(t *testing.T, dir string) (srv *Server, out 
 // client is a registry client with a master's certificate.
 func (l *registryLab) client(t *testing.T, addr, master string) *rpcdef.RegistryClient {
 	t.Helper()
-	st := l.store(t, pki.RoleMaster, master)
+	st := l.ca.NodeStore(pki.RoleMaster, master)
 	c := rpcdef.NewRegistryClient("registry "+addr, rpcdef.DialTLS(addr, st.ClientConfig(pki.ExpectRole(pki.RoleRegistry))))
 	t.Cleanup(func() { c.Close() })
 	return c

@@ -308,62 +308,15 @@ func TestOwnership(t *testing.T) {
 		// aliceLease is what Renew with alice's original lease gives afterwards.
 		aliceLease error
 	}{
-		{
-			name:       "other owner registers live name",
-			act:        registerAct(svc("ClusterService", "lab", "10.9.9.9:1"), bob),
-			wantErr:    rpcdef.ErrConflict,
-			wantOwner:  alice.ID,
-			aliceLease: nil,
-		},
-		{
-			name:       "same owner re-registers",
-			act:        registerAct(svc("ClusterService", "lab", "10.0.0.2:7000"), alice),
-			wantOwner:  alice.ID,
-			aliceLease: rpcdef.ErrUnknownLease,
-		},
-		{
-			name:       "admin replaces",
-			act:        registerAct(svc("ClusterService", "lab", "10.0.0.2:7000"), admin),
-			wantOwner:  admin.ID,
-			aliceLease: rpcdef.ErrUnknownLease,
-		},
-		{
-			name:       "other owner registers another instance",
-			act:        registerAct(svc("ClusterService", "other", "10.0.0.2:7000"), bob),
-			wantOwner:  alice.ID,
-			aliceLease: nil,
-		},
-		{
-			name:       "non-owner unregisters",
-			act:        func(tb *Table) error { return tb.Unregister(k, bob) },
-			wantErr:    rpcdef.ErrPermission,
-			wantOwner:  alice.ID,
-			aliceLease: nil,
-		},
-		{
-			name:       "owner unregisters",
-			act:        func(tb *Table) error { return tb.Unregister(k, alice) },
-			aliceLease: rpcdef.ErrUnknownLease,
-		},
-		{
-			name:       "admin unregisters",
-			act:        func(tb *Table) error { return tb.Unregister(k, admin) },
-			aliceLease: rpcdef.ErrUnknownLease,
-		},
-		{
-			name:       "unregister unknown",
-			act:        func(tb *Table) error { return tb.Unregister(other, alice) },
-			wantErr:    rpcdef.ErrNotFound,
-			wantOwner:  alice.ID,
-			aliceLease: nil,
-		},
-		{
-			name:       "admin unregisters unknown",
-			act:        func(tb *Table) error { return tb.Unregister(other, admin) },
-			wantErr:    rpcdef.ErrNotFound,
-			wantOwner:  alice.ID,
-			aliceLease: nil,
-		},
+		{"other owner registers live name", registerAct(svc("ClusterService", "lab", "10.9.9.9:1"), bob), rpcdef.ErrConflict, alice.ID, nil},
+		{"same owner re-registers", registerAct(svc("ClusterService", "lab", "10.0.0.2:7000"), alice), nil, alice.ID, rpcdef.ErrUnknownLease},
+		{"admin replaces", registerAct(svc("ClusterService", "lab", "10.0.0.2:7000"), admin), nil, admin.ID, rpcdef.ErrUnknownLease},
+		{"other owner registers another instance", registerAct(svc("ClusterService", "other", "10.0.0.2:7000"), bob), nil, alice.ID, nil},
+		{"non-owner unregisters", func(tb *Table) error { return tb.Unregister(k, bob) }, rpcdef.ErrPermission, alice.ID, nil},
+		{"owner unregisters", func(tb *Table) error { return tb.Unregister(k, alice) }, nil, "", rpcdef.ErrUnknownLease},
+		{"admin unregisters", func(tb *Table) error { return tb.Unregister(k, admin) }, nil, "", rpcdef.ErrUnknownLease},
+		{"unregister unknown", func(tb *Table) error { return tb.Unregister(other, alice) }, rpcdef.ErrNotFound, alice.ID, nil},
+		{"admin unregisters unknown", func(tb *Table) error { return tb.Unregister(other, admin) }, rpcdef.ErrNotFound, alice.ID, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
