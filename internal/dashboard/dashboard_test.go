@@ -14,8 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
+	"github.com/muster-lab/muster/internal/logtest"
 	"github.com/muster-lab/muster/rpcdef"
 )
 
@@ -97,15 +96,9 @@ func (r *roll) Group() Group {
 	return g
 }
 
-func quiet() logrus.FieldLogger {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return l
-}
-
 func serve(t *testing.T, r *roll) (*Dashboard, *httptest.Server) {
 	t.Helper()
-	d := New(r, Info{Cluster: "lab", Master: "spiffe://lab/master/m1", HeartbeatInterval: time.Second}, quiet())
+	d := New(r, Info{Cluster: "lab", Master: "spiffe://lab/master/m1", HeartbeatInterval: time.Second}, logtest.New(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { d.Run(ctx); close(done) }()
@@ -158,9 +151,30 @@ func TestPage(t *testing.T) {
 
 // sse reads Server-Sent Events from a response.
 type sse struct {
-	t  *testing.T
-	sc *bufio.Scanner
+	t    *testing.T
+	sc   *bufio.Scanner
+	body io.Closer
 }
+
+// stream opens ts's /events for 20s at most, and checks it is an event
+// stream; it is closed when the test ends, or by close.
+func stream(t *testing.T, ts *httptest.Server) *sse {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	return &sse{t: t, sc: bufio.NewScanner(resp.Body), body: resp.Body}
+}
+
+func (s *sse) close() { s.body.Close() }
 
 func (s *sse) next() (event string, data []byte) {
 	s.t.Helper()
@@ -199,18 +213,7 @@ func TestStream(t *testing.T) {
 	r.emit(rpcdef.Event{Kind: rpcdef.EventJoined, Node: "node-2", Incarnation: 7, At: time.Now()}, rpcdef.StatusAlive)
 	_, ts := serve(t, r)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/events", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
-		t.Fatalf("Content-Type %q", ct)
-	}
-	s := &sse{t: t, sc: bufio.NewScanner(resp.Body)}
+	s := stream(t, ts)
 
 	var snap snapshotView
 	s.nextOf("snapshot", &snap)
@@ -334,16 +337,7 @@ func TestSnapshotIsLean(t *testing.T) {
 	r.nodes[0].Resources = &rpcdef.Resources{Disks: []rpcdef.DiskUsage{{Mount: "/"}}}
 	r.mu.Unlock()
 	_, ts := serve(t, r)
-	resp, err := http.Get(ts.URL + "/api/snapshot")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	var snap snapshotView
-	if err := json.Unmarshal(body, &snap); err != nil {
-		t.Fatal(err)
-	}
+	snap, body := snapshotOf(t, ts)
 	if !strings.HasPrefix(snap.Build, "muster ") || snap.StartedAt == 0 || snap.StartedAt > snap.Now || snap.Report != 5000 {
 		t.Errorf("build %q, started %d, now %d, report %dms", snap.Build, snap.StartedAt, snap.Now, snap.Report)
 	}
@@ -369,15 +363,7 @@ func TestFirstFrameNoStaleLease(t *testing.T) {
 	d.mu.Unlock()
 
 	opened := time.Now().UnixMilli()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/events", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	s := &sse{t: t, sc: bufio.NewScanner(resp.Body)}
+	s := stream(t, ts)
 	var snap snapshotView
 	s.nextOf("snapshot", &snap)
 	if snap.Services.At != 0 || len(snap.Services.List) != 0 {
@@ -481,23 +467,16 @@ func TestFollower(t *testing.T) {
 	}
 
 	// The stream starts with the same frame.
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/events", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &sse{t: t, sc: bufio.NewScanner(resp.Body)}
+	s := stream(t, ts)
 	var first snapshotView
 	s.nextOf("snapshot", &first)
-	resp.Body.Close()
+	s.close()
 	if first.Group.State != "follower" || first.Group.Leader != "m1" || len(first.Nodes) != 2 {
 		t.Errorf("the stream's first frame on a follower: %+v", first)
 	}
 
 	// A node's detail: no figures, no history, an empty CPU list (not null).
-	resp, err = http.Get(ts.URL + "/api/node?name=node-1")
+	resp, err := http.Get(ts.URL + "/api/node?name=node-1")
 	if err != nil {
 		t.Fatal(err)
 	}
