@@ -14,20 +14,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/sirupsen/logrus"
 
 	"github.com/muster-lab/muster/internal/buildinfo"
+	"github.com/muster-lab/muster/internal/logtest"
 	"github.com/muster-lab/muster/internal/tlsrpc"
 )
 
 // snakeCase is what every label value muster sets looks like.
 var snakeCase = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
-
-func quiet() logrus.FieldLogger {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return l
-}
 
 // TestListeners counts a refused connection of a real tlsrpc listener: a
 // UNIX socket whose attach refuses everyone.
@@ -37,7 +31,7 @@ func TestListeners(t *testing.T) {
 		t.Fatal(err)
 	}
 	refuse := func(*rpc.Server, tlsrpc.Peer) (func(), error) { return nil, io.EOF }
-	srv, err := tlsrpc.New(ln, nil, tlsrpc.Options{}, refuse, quiet())
+	srv, err := tlsrpc.New(ln, nil, tlsrpc.Options{}, refuse, logtest.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,8 +88,8 @@ func TestListeners(t *testing.T) {
 func TestServer(t *testing.T) {
 	reg := NewRegistry()
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", Handler(reg, quiet()))
-	s, err := Listen("127.0.0.1:0", nil, mux, quiet())
+	mux.Handle("GET /metrics", Handler(reg, logtest.New(t)))
+	s, err := Listen("127.0.0.1:0", nil, mux, logtest.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,14 +120,14 @@ func TestServer(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if _, err := Listen(s.Addr().String(), nil, mux, quiet()); err != nil {
+	if _, err := Listen(s.Addr().String(), nil, mux, logtest.New(t)); err != nil {
 		t.Errorf("the port is still held after Close: %v", err)
 	}
 }
 
 // TestServerCloseBeforeRun: a server closed before it ran lets go of its port.
 func TestServerCloseBeforeRun(t *testing.T) {
-	s, err := Listen("127.0.0.1:0", nil, http.NotFoundHandler(), quiet())
+	s, err := Listen("127.0.0.1:0", nil, http.NotFoundHandler(), logtest.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
