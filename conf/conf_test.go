@@ -32,8 +32,10 @@ type certFile struct {
 //	certs/ca.pem                     CA of cluster lab
 //	certs/registry-reg1.pem, -key    registry reg1 of lab
 //	certs/master-m1.pem, -key        master m1 of lab
+//	certs/slave-node-1.pem, -key     slave node-1 of lab
 //	certs/other-ca.pem               CA of cluster other
 //	certs/registry-other.pem, -key   registry reg1 of other
+//	certs/slave-other.pem, -key      slave node-1 of other
 //	certs/loose-key.pem              registry reg1's key, mode 0644
 var certs = sync.OnceValues(func() (map[string]certFile, error) {
 	files := map[string]certFile{}
@@ -44,9 +46,11 @@ var certs = sync.OnceValues(func() (map[string]certFile, error) {
 		{"lab", "ca.pem", map[string]pki.IssueRequest{
 			"registry-reg1": {Role: pki.RoleRegistry, Name: "reg1", Hosts: []string{"127.0.0.1"}},
 			"master-m1":     {Role: pki.RoleMaster, Name: "m1", Hosts: []string{"127.0.0.1"}},
+			"slave-node-1":  {Role: pki.RoleSlave, Name: "node-1"},
 		}},
 		{"other", "other-ca.pem", map[string]pki.IssueRequest{
 			"registry-other": {Role: pki.RoleRegistry, Name: "reg1", Hosts: []string{"127.0.0.1"}},
+			"slave-other":    {Role: pki.RoleSlave, Name: "node-1"},
 		}},
 	} {
 		ca, err := pki.NewCA(c.cluster, 0)
@@ -68,7 +72,7 @@ var certs = sync.OnceValues(func() (map[string]certFile, error) {
 })
 
 // writeCerts puts the test certificates in dir/certs.
-func writeCerts(t *testing.T, dir string) {
+func writeCerts(t testing.TB, dir string) {
 	t.Helper()
 	files, err := certs()
 	if err != nil {
@@ -471,9 +475,10 @@ key = "certs/master-m1-key.pem"
 	}
 }
 
-// TestMasterExample loads the shipped master example: every key it shows
-// must decode, and its http_listen must be loopback.
-func TestMasterExample(t *testing.T) {
+// masterExample is the shipped master example, loaded with the test
+// certificates.
+func masterExample(t *testing.T) *Master {
+	t.Helper()
 	data, err := os.ReadFile(filepath.Join("examples", "master.toml"))
 	if err != nil {
 		t.Fatal(err)
@@ -482,6 +487,13 @@ func TestMasterExample(t *testing.T) {
 	if err != nil {
 		t.Fatalf("LoadMaster(example): %v", err)
 	}
+	return c
+}
+
+// TestMasterExample loads the shipped master example: every key it shows
+// must decode, and its http_listen must be loopback.
+func TestMasterExample(t *testing.T) {
+	c := masterExample(t)
 	if c.HTTPListen != "127.0.0.1:0" || c.DashboardListen != "" {
 		t.Errorf("example: http_listen = %q, dashboard_listen = %q", c.HTTPListen, c.DashboardListen)
 	}
@@ -491,21 +503,14 @@ func TestMasterExample(t *testing.T) {
 // (LoadMaster) and Validate: Validate judges the loaded store's identity
 // against the config, and without a store reads nothing.
 func TestValidateReadsNoFile(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("examples", "master.toml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := LoadMaster(writeConfig(t, "master.toml", data))
-	if err != nil {
-		t.Fatalf("LoadMaster(example): %v", err)
-	}
+	c := masterExample(t)
 	if err := c.Validate("again"); err != nil {
 		t.Errorf("a loaded config does not validate again: %v", err)
 	}
 
 	other := *c
 	other.Cluster = "other"
-	err = other.Validate("again")
+	err := other.Validate("again")
 	if err == nil || !strings.Contains(err.Error(), `again: tls.cert: certificate master-m1.pem is for cluster "lab" but the config says cluster = "other"`) {
 		t.Errorf("Validate with the store of another cluster: %v", err)
 	}

@@ -26,53 +26,12 @@ import (
 //	slave-other.pem, -key.pem                slave node-1 of other
 //	loose-key.pem                            registry reg1's key, mode 0644
 
-// fuzzCerts makes the certificates in a fresh directory and returns it.
+// fuzzCerts writes the test certificates (see certs) to a fresh directory
+// and returns it.
 func fuzzCerts(f *testing.F) string {
-	dir := filepath.Join(f.TempDir(), "certs")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		f.Fatal(err)
-	}
-	write := func(name string, data []byte, mode os.FileMode) {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, mode); err != nil {
-			f.Fatal(err)
-		}
-		if err := os.Chmod(p, mode); err != nil { // whatever the umask
-			f.Fatal(err)
-		}
-	}
-	for _, c := range []struct {
-		cluster, caFile string
-		issue           map[string]pki.IssueRequest // file stem -> request
-	}{
-		{"lab", "ca.pem", map[string]pki.IssueRequest{
-			"registry-reg1": {Role: pki.RoleRegistry, Name: "reg1", Hosts: []string{"127.0.0.1"}},
-			"master-m1":     {Role: pki.RoleMaster, Name: "m1", Hosts: []string{"127.0.0.1"}},
-			"slave-node-1":  {Role: pki.RoleSlave, Name: "node-1"},
-		}},
-		{"other", "other-ca.pem", map[string]pki.IssueRequest{
-			"registry-other": {Role: pki.RoleRegistry, Name: "reg1", Hosts: []string{"127.0.0.1"}},
-			"slave-other":    {Role: pki.RoleSlave, Name: "node-1"},
-		}},
-	} {
-		ca, err := pki.NewCA(c.cluster, 0)
-		if err != nil {
-			f.Fatal(err)
-		}
-		write(c.caFile, ca.CertPEM(), 0o644)
-		for stem, req := range c.issue {
-			is, err := ca.Issue(req)
-			if err != nil {
-				f.Fatal(err)
-			}
-			write(stem+".pem", is.CertPEM, 0o644)
-			write(stem+"-key.pem", is.KeyPEM, 0o600)
-			if stem == "registry-reg1" {
-				write("loose-key.pem", is.KeyPEM, 0o644)
-			}
-		}
-	}
-	return dir
+	dir := f.TempDir()
+	conf.WriteTestCerts(f, dir)
+	return filepath.Join(dir, "certs")
 }
 
 // fuzzLoad is the body of the three targets: load must never panic, and
