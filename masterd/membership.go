@@ -150,8 +150,11 @@ type Membership struct {
 	// congested is when the master last turned a connection away for its
 	// own slowness (tlsrpc.Server.Congested); nil where nothing does.
 	congested func() time.Time
-	// graceHeld: the failover grace has run out while the master turned
-	// connections away, and the members not back yet wait on (said once).
+	// lastBack is when a member the failover left unknown last joined
+	// again; zero for none since Lead.
+	lastBack time.Time
+	// graceHeld: the failover grace has run out while members were still
+	// coming back, and those not back yet wait on (said once).
 	graceHeld bool
 	nodes     map[string]*node
 	held      time.Time // verdicts are held because nobody heartbeated since then; zero if not
@@ -214,7 +217,7 @@ func (ms *Membership) Lead(grace time.Duration, propose func(record)) int {
 		ms.nodes[m.Name] = n
 	}
 	ms.leading, ms.propose, ms.grace, ms.stopped = true, propose, grace, false
-	ms.held, ms.crowd, ms.recovering, ms.flapping, ms.graceHeld = time.Time{}, time.Time{}, time.Time{}, nil, false
+	ms.held, ms.crowd, ms.recovering, ms.flapping, ms.graceHeld, ms.lastBack = time.Time{}, time.Time{}, time.Time{}, nil, false, time.Time{}
 	ms.self.Store(NewSelfMonitor(ms.t.Tick))
 	ms.started = now
 	return len(members)
@@ -305,6 +308,9 @@ func (ms *Membership) joinLocked(c Caller, inc uint64) (rpcdef.JoinReply, error)
 	}
 	now := ms.now()
 	n, ok := ms.nodes[c.Node]
+	if ok && n.m.Status == rpcdef.StatusUnknown && inc >= n.m.Incarnation {
+		ms.lastBack = now // the fleet is still coming back (see comingBack)
+	}
 	switch {
 	case !ok:
 		n = &node{m: rpcdef.Member{Name: c.Node, JoinedAt: now}}
@@ -637,11 +643,11 @@ func (ms *Membership) Tick(now time.Time) {
 		ms.log.Infof("heartbeat verdicts resume after %v held: %d slaves late now", now.Sub(ms.crowd).Round(time.Millisecond), late)
 		ms.crowd = time.Time{}
 	}
-	shut := ms.doorShut(now)
+	back := ms.comingBack(now)
 	for _, n := range ms.nodes {
 		if n.m.Status == rpcdef.StatusUnknown {
 			if waited := now.Sub(n.m.StatusSince); waited >= ms.grace {
-				if shut && waited < maxGraceHeld*ms.grace {
+				if back && waited < maxGraceHeld*ms.grace {
 					ms.holdGrace(now)
 					continue
 				}
@@ -694,21 +700,27 @@ const (
 	minHandledCheck = 50
 )
 
-// maxGraceHeld bounds how long a congested master holds the members a
-// failover left unknown: that many graces in all, whatever its door, so
-// that peers holding handshakes open cannot keep a dead member alive.
+// maxGraceHeld bounds how long the members a failover left unknown may be
+// held past the grace: that many graces in all, however the fleet comes
+// back, so that peers holding handshakes open, or joining again and again,
+// cannot keep a dead member alive.
 const maxGraceHeld = 3
 
-// doorShut says whether the master turned a connection away for its own
-// slowness (busy, or a handshake past its deadline) within the last
-// max_dead: a member not back yet may be one of those turned away, trying
-// again with backoff, and not dead at all.
-func (ms *Membership) doorShut(now time.Time) bool {
-	if ms.congested == nil {
-		return false
+// comingBack says whether the fleet is still coming back to this leader:
+// within the last max_dead a member the failover left unknown joined
+// again, or the master turned a connection away for its own slowness
+// (busy, or a handshake past its deadline). The grace is an estimate of
+// how fast a master admits joins; one slower than that (a busy host) is
+// still admitting them, and the members not back yet may be alive and
+// waiting their turn, not dead.
+func (ms *Membership) comingBack(now time.Time) bool {
+	last := ms.lastBack
+	if ms.congested != nil {
+		if at := ms.congested(); at.After(last) {
+			last = at
+		}
 	}
-	at := ms.congested()
-	return !at.IsZero() && now.Sub(at) < ms.t.Detector.MaxDead
+	return !last.IsZero() && now.Sub(last) < ms.t.Detector.MaxDead
 }
 
 // holdGrace says, once a leadership, that the failover grace is extended,
@@ -725,7 +737,7 @@ func (ms *Membership) holdGrace(now time.Time) {
 			unknown++
 		}
 	}
-	ms.log.Warnf("%d members not back within the failover grace of %v, while this master turns connections away as too busy: they may be among them; each waits until the master has turned nobody away for %v (at most %v in all)",
+	ms.log.Warnf("%d members not back within the failover grace of %v while the others are still coming back (or being turned away as this master is too busy): each waits until nobody has come back for %v (at most %v in all)",
 		unknown, ms.grace, ms.t.Detector.MaxDead, maxGraceHeld*ms.grace)
 }
 
@@ -736,8 +748,8 @@ const (
 	holdCrowd  = "crowd"  // too many slaves late at once
 	holdQuiet  = "quiet"  // no heartbeat from anyone
 	holdStall  = "stall"  // the master stalled long enough for the slaves' calls to fail
-	// holdAdmission: a failover's grace ran out while the master turned
-	// connections away as busy (see holdGrace).
+	// holdAdmission: a failover's grace ran out while the fleet was still
+	// coming back, or being turned away as busy (see holdGrace).
 	holdAdmission = "admission"
 )
 

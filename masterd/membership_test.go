@@ -399,27 +399,32 @@ func TestMasterBehindHoldsVerdicts(t *testing.T) {
 	}
 }
 
-// TestFailoverGraceWaitsForTheDoor: a member a new leader found up is not
-// declared dead at the end of the failover grace while the leader is
-// turning connections away as too busy (it may be one of them), but once
-// the leader has turned nobody away for max_dead, or at three graces
-// whatever the door.
-func TestFailoverGraceWaitsForTheDoor(t *testing.T) {
+// TestFailoverGraceWaitsForTheFleet: a member a new leader found up is not
+// declared dead at the end of the failover grace while the fleet is still
+// coming back (another member joined again, or the leader turned
+// connections away as too busy, within max_dead): it may be one of them.
+// It is once nobody has come back for max_dead, or at three graces
+// whatever happens.
+func TestFailoverGraceWaitsForTheFleet(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// door is when the leader last turned someone away, given now.
 		door     func(start, now time.Time) time.Time
-		deadFrom time.Duration // after the leadership began
+		rejoin   time.Duration // when b joins again; 0 for never
+		deadFrom time.Duration // a, after the leadership began
 	}{
-		{"never busy", func(start, now time.Time) time.Time { return time.Time{} }, 5 * time.Second},
+		{"nobody back, never busy", func(start, now time.Time) time.Time { return time.Time{} }, 0, 5 * time.Second},
+		{"all back at once", func(start, now time.Time) time.Time { return time.Time{} }, time.Second, 6 * time.Second},
+		{"one back late", func(start, now time.Time) time.Time { return time.Time{} }, 4 * time.Second, 9 * time.Second},
 		{"busy once in the grace", func(start, now time.Time) time.Time {
 			return start.Add(4 * time.Second)
-		}, 9 * time.Second},
-		{"busy throughout", func(start, now time.Time) time.Time { return now }, 15 * time.Second},
+		}, 0, 9 * time.Second},
+		{"busy throughout", func(start, now time.Time) time.Time { return now }, 0, 15 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			old := testMembership()
 			old.Join(Caller{Node: "a"}, 1, false)
+			old.Join(Caller{Node: "b"}, 1, false)
 			next, c := testMembershipClock()
 			start := c.t
 			next.congested = func() time.Time {
@@ -429,7 +434,15 @@ func TestFailoverGraceWaitsForTheDoor(t *testing.T) {
 				return time.Time{}
 			}
 			restart(t, old, next)
-			tickUntil(next, c, start, start.Add(tc.deadFrom-next.t.Tick))
+			from := start
+			if tc.rejoin > 0 {
+				tickUntil(next, c, start, start.Add(tc.rejoin))
+				if _, err := next.Join(Caller{Node: "b"}, 1, false); err != nil {
+					t.Fatal(err)
+				}
+				from = c.t.Add(next.t.Tick)
+			}
+			tickUntil(next, c, from, start.Add(tc.deadFrom-next.t.Tick))
 			if st := status(t, next, "a"); st != rpcdef.StatusUnknown {
 				t.Fatalf("a at +%v: %s, want still unknown", c.t.Sub(start), st)
 			}
