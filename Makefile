@@ -6,7 +6,7 @@ BENCH_CALLS ?= 20000x
 BENCH_PROCS ?= 300x
 BENCH_TRIALS ?= 20x
 
-.PHONY: all build test vet lint bench demo demo-netns fuzz soak clean
+.PHONY: all build test vet lint bench demo demo-ha demo-netns fuzz soak clean
 
 all: build
 
@@ -53,6 +53,12 @@ bench: build
 
 demo: build
 	./scripts/demo.sh
+
+# Three registries, three masters (one raft group) and three slaves: the
+# leader SIGKILLed with nobody declared dead, and a slave that dies during a
+# failover still reported dead.
+demo-ha: build
+	./scripts/demo-ha.sh
 
 # Each node in its own network namespace (needs root and ip netns).
 demo-netns: build

@@ -1,21 +1,11 @@
 package tests
 
 import (
-	"bytes"
-	"context"
-	"errors"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-	"unicode/utf8"
 )
 
 // TestDemo runs scripts/demo.sh --ci, as make demo runs the script but with
@@ -23,53 +13,8 @@ import (
 // lab asks for, that the output fits 80 columns, and that no process the
 // script started outlives it.
 func TestDemo(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("the demo reads /proc and uses GNU date: Linux only")
-	}
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		t.Skip("no bash on PATH")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bash, filepath.Join(repoRoot, "scripts", "demo.sh"), "--ci")
-	cmd.Dir = repoRoot
-	cmd.Env = append(os.Environ(), "MUSTER_BIN="+binDir, "TMPDIR="+t.TempDir())
-	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
-	// The script and everything it starts share a process group: on a
-	// timeout, and after the test, the whole group is killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 5 * time.Second
-	start := time.Now()
-	runErr := cmd.Run()
-	pgid := cmd.Process.Pid
-	t.Cleanup(func() { syscall.Kill(-pgid, syscall.SIGKILL) })
-	out := buf.String()
-	defer func() {
-		if t.Failed() {
-			t.Logf("scripts/demo.sh --ci (%v) printed:\n%s", time.Since(start).Round(time.Millisecond), out)
-		}
-	}()
-	if ctx.Err() != nil {
-		t.Fatalf("demo.sh --ci did not finish within 90s")
-	}
-	if runErr != nil {
-		t.Fatalf("demo.sh --ci: %v", runErr)
-	}
-	t.Logf("demo.sh --ci took %v", time.Since(start).Round(time.Millisecond))
-
-	// Lines the script folded to 80 columns continue with four spaces.
-	flat := strings.ReplaceAll(out, "\n    ", " ")
-	find := func(what, re string) []string {
-		t.Helper()
-		m := regexp.MustCompile(re).FindStringSubmatch(flat)
-		if m == nil {
-			t.Errorf("no %s: want a match for %s", what, re)
-		}
-		return m
-	}
+	out, pgid := runDemo(t, "demo.sh", 90*time.Second)
+	find := demoFinder(t, out)
 
 	// The steps, in order, and each of the lab's letters in a heading.
 	var letters string
@@ -124,29 +69,5 @@ func TestDemo(t *testing.T) {
 	}
 	find("the last line", `(?m)^demo: all processes stopped\n\z`)
 
-	for i, line := range strings.Split(out, "\n") {
-		if n := utf8.RuneCountInString(line); n > 80 {
-			t.Errorf("line %d is %d columns wide: %q", i+1, n, line)
-		}
-	}
-	if strings.Contains(out, "\x1b[") {
-		t.Errorf("--ci output holds colour escapes")
-	}
-
-	// Nothing the script started is left: neither a PID it printed still
-	// running one of the binaries, nor any process in its group.
-	m := find("the PIDs line", `(?m)^demo: pids ([\d ]+)$`)
-	if m == nil {
-		return
-	}
-	for _, f := range strings.Fields(m[1]) {
-		pid, _ := strconv.Atoi(f)
-		if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && bytes.Contains(cmdline, []byte(binDir)) {
-			t.Errorf("pid %d is still running: %s", pid, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
-		}
-	}
-	waitFor(t, 5*time.Second, "the demo's process group to be empty", func() (bool, string) {
-		err := syscall.Kill(-pgid, 0)
-		return errors.Is(err, syscall.ESRCH), fmt.Sprintf("kill(-%d, 0) = %v", pgid, err)
-	})
+	checkDemoEnd(t, out, find, "demo", pgid)
 }
