@@ -115,12 +115,15 @@ func (x *Session) Join(args *rpcdef.JoinArgs, reply *rpcdef.JoinReply) error {
 		// fro during an election must not run out of it.
 		return x.s.notLeader()
 	}
-	if !args.NoRoll {
+	// A caller that holds the roll at Have, which the event log still
+	// reaches, catches up by Watch: no roll, and no roll budget spent.
+	noRoll := args.NoRoll || args.Have > 0 && !x.s.ms.Resets(args.Have)
+	if !noRoll {
 		if err := x.s.rolls.take(c.Node, time.Now()); err != nil {
 			return err
 		}
 	}
-	r, err := x.s.ms.Join(c, args.Incarnation, args.NoRoll)
+	r, err := x.s.ms.Join(c, args.Incarnation, noRoll)
 	if err != nil {
 		return x.s.leaderOnly(err)
 	}

@@ -87,12 +87,19 @@ type JoinArgs struct {
 	// view of the others. The roll is O(N) bytes per join, so a cold join of
 	// N such callers moves O(N²); slaved keeps a view and asks for it.
 	NoRoll bool
+	// Have is the version of the roll the caller holds from an earlier
+	// join or Watch; 0 for none. The master leaves the roll out of the
+	// reply (Members nil) when a Watch after Have would bring the caller
+	// on by events: a fleet rejoining after a failover does not move
+	// N rolls of N members. A master that does not know Have sends the
+	// roll.
+	Have uint64
 }
 
 // JoinReply admits a slave and tells it how to behave.
 type JoinReply struct {
 	Version           uint64   // the current event version
-	Members           []Member // the roll at Version; nil if the caller set NoRoll
+	Members           []Member // the roll at Version; nil if the caller set NoRoll, or its Have is caught up by events
 	HeartbeatInterval time.Duration
 	ReportInterval    time.Duration
 	Master            string // the master's identity

@@ -436,7 +436,14 @@ func (s *Slave) join(ctx context.Context, cl *rpcdef.ClusterClient, addr string)
 	// and a join that got through is followed by a Leave.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CallTimeout.D())
 	defer cancel()
-	r, err := cl.Join(cctx, rpcdef.JoinArgs{Node: s.node, Incarnation: s.inc, Protocol: rpcdef.ProtocolVersion})
+	// Joining again, the view is kept if the master can bring it on by
+	// events (the watch goes on from its version): after a failover, a
+	// fleet does not fetch N rolls of N members.
+	args := rpcdef.JoinArgs{Node: s.node, Incarnation: s.inc, Protocol: rpcdef.ProtocolVersion}
+	if s.ready.Load() {
+		args.Have = s.view.Version()
+	}
+	r, err := cl.Join(cctx, args)
 	if err != nil {
 		return r, fmt.Errorf("join %s at %s: %w", s.key, addr, err)
 	}
@@ -449,7 +456,11 @@ func (s *Slave) join(ctx context.Context, cl *rpcdef.ClusterClient, addr string)
 		log.Infof("joined %s again at %s as %s, incarnation %d", s.key, addr, s.node, s.inc)
 	}
 	s.masters.set(r.Masters, r.MastersVersion, "the master at "+addr, s.log)
-	s.view.join(r.Version, r.Members)
+	if r.Members != nil || args.Have == 0 {
+		s.view.join(r.Version, r.Members)
+	} else {
+		log.Debugf("the view at version %d is kept: the watch brings it on to %d", args.Have, r.Version)
+	}
 	s.view.setJoined(true, r.Master, addr)
 	if first {
 		daemon.Ready(s.log, logrus.Fields{"addr": addr, "socket": s.cfg.Socket, "incarnation": s.inc})

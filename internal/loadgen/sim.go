@@ -163,7 +163,13 @@ func (s *sim) dial(ctx context.Context) (net.Conn, error) {
 func (s *sim) joinCall(ctx context.Context, hops int) (rpcdef.JoinReply, error) {
 	for {
 		cctx, cancel := context.WithTimeout(ctx, joinCallTimeout)
-		r, err := s.cl.Join(cctx, rpcdef.JoinArgs{Node: s.name, Incarnation: s.inc, Protocol: rpcdef.ProtocolVersion, NoRoll: !s.r.cfg.Roll})
+		args := rpcdef.JoinArgs{Node: s.name, Incarnation: s.inc, Protocol: rpcdef.ProtocolVersion, NoRoll: !s.r.cfg.Roll}
+		if s.joined.Load() {
+			// As slaved does: joining again, the roll it had is brought on
+			// by events if the master still can.
+			args.Have = s.version
+		}
+		r, err := s.cl.Join(cctx, args)
 		cancel()
 		if err == nil {
 			s.r.setMasters(r.Masters, r.MastersVersion, "the join reply of "+s.master())
