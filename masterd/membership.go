@@ -446,7 +446,18 @@ func (ms *Membership) Leave(c Caller, inc uint64, reason string) error {
 // process closes its sockets at once. Once the last of a node's sessions
 // has closed, the node is suspect, and dead unless it is back within the
 // close grace.
-func (ms *Membership) ConnClosed(name string, connID uint64) {
+func (ms *Membership) ConnClosed(name string, connID uint64) { ms.connClosed(name, connID, false) }
+
+// ConnAbandoned is ConnClosed for a connection the slave closed while one of
+// its calls was being served or waiting to be read (tlsrpc.Peer.GaveUp): it
+// gave up waiting on this master, and is most likely redialling. That is
+// the master's slowness, not evidence against the slave: the session ends
+// and the heartbeat detector judges it, as any slave between two calls. A
+// slave killed in the middle of a call is found that way too, within
+// max_dead.
+func (ms *Membership) ConnAbandoned(name string, connID uint64) { ms.connClosed(name, connID, true) }
+
+func (ms *Membership) connClosed(name string, connID uint64, abandoned bool) {
 	now := ms.now()
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
@@ -460,6 +471,10 @@ func (ms *Membership) ConnClosed(name string, connID uint64) {
 	}
 	n.sessions = slices.Delete(n.sessions, i, i+1)
 	if len(n.sessions) > 0 || !n.closedAt.IsZero() {
+		return
+	}
+	if abandoned {
+		ms.log.WithField("peer", name).Debugf("%s closed its connection while a call of its was waiting on this master: left to the heartbeat detector", name)
 		return
 	}
 	switch n.m.Status {

@@ -453,3 +453,27 @@ func TestFailoverGraceWaitsForTheFleet(t *testing.T) {
 		})
 	}
 }
+
+// TestAbandonedConnection: a slave that closed its connection while its
+// call waited on the master gave up on the master's slowness: no suspect,
+// no close verdict; the heartbeat detector judges it as between two calls,
+// so a slave that is gone for good is still dead within max_dead.
+func TestAbandonedConnection(t *testing.T) {
+	ms, clk := testMembershipClock()
+	start := clk.t
+	ms.Join(Caller{Node: "n1", ConnID: 7}, 1, false)
+	for i := range 5 {
+		clk.t = start.Add(time.Duration(i) * time.Second)
+		ms.Heartbeat(Caller{Node: "n1", ConnID: 7}, 1)
+	}
+	ms.ConnAbandoned("n1", 7)
+	last := clk.t
+	tickUntil(ms, clk, last, last.Add(time.Second))
+	if st := status(t, ms, "n1"); st != rpcdef.StatusAlive {
+		t.Fatalf("a second after it gave up on the master: %s, want alive (its close is no evidence)", st)
+	}
+	tickUntil(ms, clk, clk.t.Add(ms.t.Tick), last.Add(ms.t.Detector.MaxDead+time.Second))
+	if st := status(t, ms, "n1"); st != rpcdef.StatusDead {
+		t.Fatalf("never heard from again: %s, want dead by the heartbeat detector", st)
+	}
+}

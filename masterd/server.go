@@ -286,5 +286,11 @@ func (s *Server) attach(srv *rpc.Server, p tlsrpc.Peer) (func(), error) {
 	if p.Identity.Role != pki.RoleSlave {
 		return nil, nil
 	}
-	return func() { s.ms.ConnClosed(p.Identity.Name, p.ConnID) }, nil
+	return func() {
+		if p.GaveUp != nil && p.GaveUp() {
+			s.ms.ConnAbandoned(p.Identity.Name, p.ConnID)
+			return
+		}
+		s.ms.ConnClosed(p.Identity.Name, p.ConnID)
+	}, nil
 }

@@ -105,6 +105,13 @@ type Peer struct {
 	// does nothing and returns nil. Call it at most once per request, from
 	// the handler's own goroutine.
 	Block func() error
+	// GaveUp says, once the connection has ended, whether the peer closed
+	// it while one of its requests was being served or waiting to be read:
+	// the read that ended found the close already there, right behind a
+	// request. A peer whose call timed out on a slow server does that (so
+	// does one killed in the middle of a call); a peer that went away
+	// between calls does not.
+	GaveUp func() bool
 }
 
 // Attach registers the receivers of one connection on srv. The detach
@@ -446,7 +453,8 @@ func (s *Server) handle(ctx context.Context, c *conn) {
 		}
 	}()
 	r := &reader{srv: rpc.NewServer(), conn: c, inline: s.opts.Inline, max: int32(s.opts.MaxInflight)}
-	peer := Peer{ConnID: s.nextID.Add(1), Addr: c.raw.RemoteAddr().String(), Done: c.done, Block: func() error { return nil }}
+	peer := Peer{ConnID: s.nextID.Add(1), Addr: c.raw.RemoteAddr().String(), Done: c.done, Block: func() error { return nil },
+		GaveUp: c.gaveUp.Load}
 	if s.opts.Inline {
 		r.max = int32(s.opts.MaxBlocked)
 		peer.Block = r.handoff
@@ -802,7 +810,12 @@ type conn struct {
 	done        chan struct{}
 	once        sync.Once
 
+	// gaveUp: the read that ended the connection returned at once, right
+	// after a read that returned data (see Peer.GaveUp).
+	gaveUp atomic.Bool
+
 	// The reading goroutine's alone:
+	read      bool      // the last Read returned data
 	firstBy   time.Time // the first request is due by then; zero once read
 	readSet   time.Time // when the idle deadline was last moved; zero: at the next Read
 	inMessage bool      // the deadline is the current message's
@@ -861,15 +874,23 @@ func (c *conn) Read(p []byte) (int, error) {
 			c.setRead(now.Add(c.idle), "")
 		}
 	}
+	start := time.Now()
 	n, err := c.rw.Read(p)
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			c.expired = c.why
+		} else if c.read && time.Since(start) < queuedClose {
+			c.gaveUp.Store(true)
 		}
 		c.once.Do(func() { close(c.done) })
 	}
+	c.read = n > 0
 	return n, err
 }
+
+// queuedClose: a Read that ends in an error this soon found the peer's
+// close already queued behind what it read before.
+const queuedClose = time.Millisecond
 
 func (c *conn) Write(p []byte) (int, error) {
 	c.writeMu.Lock()
