@@ -8,7 +8,11 @@
 # crosses real interfaces. The demo shows the cluster, a partition (a switch
 # port set down: no FIN, no RST, only silence) caught by the master's
 # heartbeat detector and timed, the heal, and the master SIGKILLed and
-# restarted while the slaves find it again through the registry.
+# restarted while the slaves find it again through the registry. With --ha,
+# three master hosts (a registryd and a masterd each, one raft group) and
+# three slave hosts: the leader's port is set down, the other two elect a
+# new leader, the cut-off one stops judging and none of its verdicts is
+# committed; on the heal it rejoins as a follower.
 #
 # Everything it creates (namespaces, veths, the bridge, processes, a temp
 # directory) carries this run's tag and is removed on exit, on error and on
@@ -18,7 +22,7 @@ set -Eeuo pipefail
 
 usage() {
 	cat <<'EOF'
-usage: demo-netns.sh [--ci] [--logs DIR]
+usage: demo-netns.sh [--ha] [--ci] [--logs DIR]
 
 Runs muster on five network namespaces joined by a bridge in a sixth (the
 switch): registry 198.18.0.1, master 198.18.0.2, slaves node-1..3 at
@@ -27,7 +31,16 @@ switch port down and times the master's heartbeat detector, heals it, and
 SIGKILLs and restarts the master. Needs root. Everything it creates is
 removed on exit, on error and on Ctrl-C.
 
+With --ha: three master hosts m1..m3 at 198.18.0.1..3, each running a
+registryd and a masterd (one raft group), and slaves node-1..3 at
+198.18.0.11..13. The leader's switch port is set down: the two others
+elect a new leader, the cut-off master steps down and stops judging, no
+verdict of it is committed (a watcher on the majority side sees none), and
+the registries hold the new leader's epoch. The port comes back up and the
+old leader rejoins as a follower.
+
 options:
+  --ha        the three-master partition above, instead of the single master
   --ci        no colour, and stable "RESULT key=value" lines for tests
   --logs DIR  copy the daemons' logs into DIR on exit (they are otherwise
               removed with the rest of the temp directory)
@@ -44,10 +57,12 @@ EOF
 }
 
 CI=0
+HA=0
 KEEP_LOGS=""
 while [ $# -gt 0 ]; do
 	case $1 in
 	--ci) CI=1 ;;
+	--ha) HA=1 ;;
 	--logs)
 		[ $# -ge 2 ] || { echo "demo-netns.sh: --logs needs a directory" >&2; exit 2; }
 		KEEP_LOGS=$2
@@ -66,12 +81,21 @@ NET=198.18.0            # the hosts' /24, inside 198.18.0.0/15
 SW="$TAG-sw"            # the switch's namespace
 BR="$TAG-br"            # the bridge in it
 HOSTIF="$TAG-eth"       # each host's end of its cable
-HOSTS=(registry master node-1 node-2 node-3)
 SLAVES=(node-1 node-2 node-3)
-declare -A ADDR=([registry]=$NET.1 [master]=$NET.2 [node-1]=$NET.11 [node-2]=$NET.12 [node-3]=$NET.13)
-declare -A PORT=([registry]=$TAG-reg [master]=$TAG-mst [node-1]=$TAG-n1 [node-2]=$TAG-n2 [node-3]=$TAG-n3)
-REGISTRY="${ADDR[registry]}:7111"
-MASTER="${ADDR[master]}:7112"
+if [ "$HA" = 1 ]; then
+	MASTERS=(m1 m2 m3)  # each host runs registryd and masterd
+	HOSTS=(m1 m2 m3 node-1 node-2 node-3)
+	HOSTS_WORDS="six hosts"
+	declare -A ADDR=([m1]=$NET.1 [m2]=$NET.2 [m3]=$NET.3 [node-1]=$NET.11 [node-2]=$NET.12 [node-3]=$NET.13)
+	declare -A PORT=([m1]=$TAG-m1 [m2]=$TAG-m2 [m3]=$TAG-m3 [node-1]=$TAG-n1 [node-2]=$TAG-n2 [node-3]=$TAG-n3)
+else
+	HOSTS=(registry master node-1 node-2 node-3)
+	HOSTS_WORDS="five hosts"
+	declare -A ADDR=([registry]=$NET.1 [master]=$NET.2 [node-1]=$NET.11 [node-2]=$NET.12 [node-3]=$NET.13)
+	declare -A PORT=([registry]=$TAG-reg [master]=$TAG-mst [node-1]=$TAG-n1 [node-2]=$TAG-n2 [node-3]=$TAG-n3)
+fi
+REGISTRY="${ADDR[registry]:-}:7111"
+MASTER="${ADDR[master]:-}:7112"
 VICTIM=node-3        # the slave that is partitioned
 HEARTBEAT_MS=1000    # heartbeat_interval in master.toml
 BOUND_MS=$((2 * HEARTBEAT_MS))
@@ -235,13 +259,23 @@ cleanup() {
 			tail -n 25 "$f" | logline
 		done
 	fi
-	# Slaves first, so they leave while the master is there to hear it.
+	# Slaves (and the watcher) first, so they leave while the master is
+	# there to hear it; then the masters, together; the registries last.
 	local order=() name
 	for name in "${DAEMONS[@]}"; do
-		case $name in node-*) order+=("$name") ;; esac
+		case $name in node-* | watch) order+=("$name") ;; esac
 	done
 	[ ${#order[@]} -gt 0 ] && stop "${order[@]}"
-	for name in master registry; do stop "$name"; done
+	order=()
+	for name in "${DAEMONS[@]}"; do
+		case $name in node-* | watch | registry*) ;; *) order+=("$name") ;; esac
+	done
+	[ ${#order[@]} -gt 0 ] && stop "${order[@]}"
+	order=()
+	for name in "${DAEMONS[@]}"; do
+		case $name in registry*) order+=("$name") ;; esac
+	done
+	[ ${#order[@]} -gt 0 ] && stop "${order[@]}"
 	# Anything still inside this run's namespaces was started by this run
 	# (an untracked child, had a signal come between its start and $!).
 	local n p
@@ -256,7 +290,7 @@ cleanup() {
 		ip netns del "${NETNS[n]}" || bad "could not delete namespace ${NETNS[n]}"
 	done
 	if [ -n "$KEEP_LOGS" ] && [ -n "$WORK" ] && [ -d "$WORK/logs" ]; then
-		mkdir -p "$KEEP_LOGS" && cp "$WORK"/logs/*.log "$KEEP_LOGS"/ 2>/dev/null
+		mkdir -p "$KEEP_LOGS" && cp "$WORK"/logs/* "$KEEP_LOGS"/ 2>/dev/null
 		say "logs copied to $KEEP_LOGS"
 	fi
 	[ -n "$WORK" ] && rm -rf "$WORK"
@@ -316,7 +350,7 @@ export PATH="$BIN:$PATH"
 
 # ---------------------------------------------------------------- the network
 
-step "The network: a switch and five hosts, each its own namespace"
+step "The network: a switch and $HOSTS_WORDS, each its own namespace"
 say "Run tag $TAG: every namespace and interface below starts with it. The
 switch is a bridge in namespace $SW; each host gets a namespace, an address
 in $NET.0/24 and a veth cable to a switch port. IPv6 is off in each, so the
@@ -344,18 +378,7 @@ for h in "${HOSTS[@]}"; do
 	must ip -n "$(ns "$h")" -4 -br addr show dev "$HOSTIF"
 done
 
-# ---------------------------------------------------------------- certificates
-
-step "Certificates: a CA, and each node's with its IP as a SAN"
-must certgen ca --dir certs --cluster lab
-must certgen issue --dir certs --role registry --name reg1 --host "${ADDR[registry]}"
-must certgen issue --dir certs --role master --name m1 --host "${ADDR[master]}"
-for s in "${SLAVES[@]}"; do
-	must certgen issue --dir certs --role slave --name "$s"
-done
-must certgen issue --dir certs --role admin --name ops
-
-# ---------------------------------------------------------------- configs
+# ---------------------------------------------------------------- helpers
 
 # config EXAMPLE OUT KEY=VALUE...: conf/examples/EXAMPLE with each top-level
 # "KEY = ..." line replaced, written to OUT.
@@ -373,24 +396,12 @@ config() {
 	done
 }
 
-step "Configs: conf/examples with this network's addresses"
-say "Paths are relative to each config's directory ($WORK): certs/, run/
-(sockets), state/ and logs/."
-config registry.toml registry.toml "listen=\"$REGISTRY\""
-config master.toml master.toml "listen=\"$MASTER\"" "registry=\"$REGISTRY\""
-for s in "${SLAVES[@]}"; do
-	config slave.toml "$s.toml" "node=\"$s\"" "registry=\"$REGISTRY\"" \
-		"socket=\"run/slaved-$s.sock\"" "cert=\"certs/slave-$s.pem\"" "key=\"certs/slave-$s-key.pem\""
-done
-
-# ---------------------------------------------------------------- daemons
-
-# start NAME BINARY: runs BINARY --config NAME.toml in host NAME's namespace,
-# logging to logs/NAME.log.
+# start NAME BINARY [HOST]: runs BINARY --config NAME.toml in the namespace
+# of HOST (by default NAME), logging to logs/NAME.log.
 start() {
-	local name=$1 bin=$2
-	show ip netns exec "$(ns "$name")" "$bin" --config "$name.toml" ">>logs/$name.log" "2>&1" "&"
-	ip netns exec "$(ns "$name")" "$bin" --config "$name.toml" >>"logs/$name.log" 2>&1 &
+	local name=$1 bin=$2 host=${3:-$1}
+	show ip netns exec "$(ns "$host")" "$bin" --config "$name.toml" ">>logs/$name.log" "2>&1" "&"
+	ip netns exec "$(ns "$host")" "$bin" --config "$name.toml" >>"logs/$name.log" 2>&1 &
 	PID[$name]=$!
 	case " ${DAEMONS[*]} " in *" $name "*) ;; *) DAEMONS+=("$name") ;; esac
 	printf '%spid %s%s\n' "$DIM" "${PID[$name]}" "$OFF"
@@ -411,6 +422,348 @@ await() {
 	die "$name did not log '$re' within $4 s (the end of its log is shown below)"
 }
 
+# q HOST ARGS...: rpc-query in HOST's namespace, for the script's own checks
+# (not shown).
+q() { ip netns exec "$(ns "$1")" rpc-query --timeout 2s "${@:2}" 2>/dev/null; }
+field() { sed -n "s/^ *\"$1\": \"\\{0,1\\}\\([^\",]*\\)\"\\{0,1\\},\\{0,1\\}\$/\\1/p" | head -n 1; }
+
+# ---------------------------------------------------------------- --ha
+
+# poll SECONDS COMMAND...: runs COMMAND every 0.2 s until it succeeds, for
+# SECONDS at most (and as many tries as fit in them).
+poll() {
+	local secs=$1 end i
+	shift
+	end=$(($(now_ms) + secs * 1000))
+	for ((i = 0; i < secs * 5; i++)); do
+		"$@" && return 0
+		[ "$(now_ms)" -lt "$end" ] || return 1
+		sleep 0.2
+	done
+	return 1
+}
+
+# qt HOST TIMEOUT ARGS...: q with another timeout; its output even when it
+# exits non-zero (rpc-query masters exits 4 when a master does not answer).
+qt() { ip netns exec "$(ns "$1")" rpc-query --timeout "$2" "${@:3}" 2>/dev/null || true; }
+
+# state_of NAME: the state NAME has in the rpc-query masters --json on stdin.
+state_of() {
+	awk -v n="$1" '
+		/"name": / { gsub(/[",]/, "", $2); cur = ($2 == n) }
+		cur && /"state": / { gsub(/[",]/, "", $2); print $2; exit }'
+}
+
+# leader_via M: the leader and term the group shows, asked at master M's
+# ClusterService from node-1's host; sets leader and term, fails if none.
+leader_via() {
+	local out
+	out=$(qt node-1 4s --json masters --master "${ADDR[$1]}:7112")
+	leader=$(printf '%s\n' "$out" | field leader)
+	term=$(printf '%s\n' "$out" | field term)
+	[ -n "$leader" ] && [ "${term:-0}" != 0 ]
+}
+
+# new_leader OLD: one of the masters other than OLD names a leader that is
+# not OLD.
+new_leader() {
+	local m
+	for m in "${MASTERS[@]}"; do
+		[ "$m" != "$1" ] || continue
+		leader_via "$m" && [ "$leader" != "$1" ] && return 0
+	done
+	return 1
+}
+
+# alive_on M: the number of members master M lists alive.
+alive_on() {
+	qt node-1 2s --json members --master "${ADDR[$1]}:7112" | grep -c '"status": "alive"' || true
+}
+all_alive_on() { [ "$(alive_on "$1")" = 3 ]; }
+
+# entry_on HOST M: "ADDR EPOCH" of ClusterService/lab in master host M's
+# registry, asked from HOST.
+entry_on() {
+	local out
+	out=$(qt "$1" 2s --json lookup ClusterService/lab --registry "${ADDR[$2]}:7111")
+	printf '%s %s\n' "$(printf '%s\n' "$out" | field address)" "$(printf '%s\n' "$out" | field epoch)"
+}
+# entry_is HOST M ADDR EPOCH: that entry is ADDR at EPOCH.
+entry_is() { [ "$(entry_on "$1" "$2")" = "$3 $4" ]; }
+
+# verdicts FILE [FROM]: the suspect and dead events of the watcher's FILE
+# after line FROM.
+verdicts() {
+	tail -n +"$((${2:-0} + 1))" "$1" | grep -E '"kind":"(suspect|dead)"' || true
+}
+
+# versions_ok FILE: the watcher's event versions each follow the one before.
+versions_ok() {
+	sed -n 's/.*"version":\([0-9]*\).*/\1/p' "$1" | awk 'NR > 1 && $1 != prev + 1 { bad = 1 } { prev = $1 } END { exit bad }'
+}
+
+# logtime FILE FROM TEXT: the time, in ms since the epoch, of the first line
+# of FILE after line FROM that has TEXT; "" if none.
+logtime() {
+	local t
+	t=$(tail -n +"$(($2 + 1))" "$1" | grep -F -- "$3" | head -n 1 | sed -nE 's/^time="([^"]*)".*/\1/p')
+	to_ms "$t" || true
+}
+
+# not_leading M: master M, asked on its own host, does not say it leads.
+not_leading() {
+	[ "$(qt "$1" 4s --json masters --master "${ADDR[$1]}:7112" | state_of "$1")" != leader ]
+}
+
+# rejoined OLD VIA: the group, asked at master VIA, has a leader other than
+# OLD, and two followers, OLD one of them; sets leader and term.
+rejoined() {
+	local out
+	out=$(qt node-1 4s --json masters --master "${ADDR[$2]}:7112")
+	leader=$(printf '%s\n' "$out" | field leader)
+	term=$(printf '%s\n' "$out" | field term)
+	[ -n "$leader" ] && [ "$leader" != "$1" ] &&
+		[ "$(printf '%s\n' "$out" | state_of "$1")" = follower ] &&
+		[ "$(printf '%s\n' "$out" | grep -c '"state": "follower"')" = 2 ]
+}
+
+ha_demo() {
+	local m i s peers regs reg_csv
+
+	step "Certificates: each master host a registry and a master certificate"
+	must certgen ca --dir certs --cluster lab
+	i=0
+	for m in "${MASTERS[@]}"; do
+		i=$((i + 1))
+		must certgen issue --dir certs --role registry --name "reg$i" --host "${ADDR[$m]}"
+		must certgen issue --dir certs --role master --name "$m" --host "${ADDR[$m]}"
+	done
+	for s in "${SLAVES[@]}"; do
+		must certgen issue --dir certs --role slave --name "$s"
+	done
+	must certgen issue --dir certs --role admin --name ops
+
+	step "Configs: three registries, one raft group of three masters"
+	say "A master's certificate name is its name in the group. Every master and
+every slave lists the three registries; each master's [raft] section has its
+raft address and the group's. The ports are the defaults: each host has its
+own address, so nothing else listens there."
+	regs="" reg_csv="" peers=""
+	for m in "${MASTERS[@]}"; do
+		regs+="\"${ADDR[$m]}:7111\", "
+		reg_csv+="${ADDR[$m]}:7111,"
+		peers+="\"$m=${ADDR[$m]}:7115\", "
+	done
+	regs="[${regs%, }]" reg_csv=${reg_csv%,} peers="[${peers%, }]"
+	i=0
+	for m in "${MASTERS[@]}"; do
+		i=$((i + 1))
+		config registry.toml "registry-$m.toml" "listen=\"${ADDR[$m]}:7111\"" \
+			"socket=\"run/registry-$m.sock\"" "state_dir=\"state/reg$i\"" \
+			"cert=\"certs/registry-reg$i.pem\"" "key=\"certs/registry-reg$i-key.pem\""
+		config master.toml "$m.toml" "listen=\"${ADDR[$m]}:7112\"" "registries=$regs" \
+			"state_dir=\"state/$m\"" "cert=\"certs/master-$m.pem\"" "key=\"certs/master-$m-key.pem\""
+		printf '\n[raft]\nlisten = "%s:7115"\npeers = %s\n' "${ADDR[$m]}" "$peers" >>"$m.toml"
+		printf '    and a [raft] section:\n'
+		sed -n '/^\[raft\]/,$p' "$m.toml" | sed 's/^/    /' | wrap "        "
+	done
+	for s in "${SLAVES[@]}"; do
+		config slave.toml "$s.toml" "node=\"$s\"" "registries=$regs" \
+			"socket=\"run/slaved-$s.sock\"" "cert=\"certs/slave-$s.pem\"" "key=\"certs/slave-$s-key.pem\""
+	done
+
+	step "Start the daemons, each in its host's namespace"
+	for m in "${MASTERS[@]}"; do
+		start "registry-$m" registryd "$m"
+		await "registry-$m" 0 'msg=ready' 20
+	done
+	say "The three masters start together; none is ready until a leader is
+elected and has registered, or a follower knows it:"
+	for m in "${MASTERS[@]}"; do
+		start "$m" masterd
+	done
+	for m in "${MASTERS[@]}"; do
+		await "$m" 0 'msg=ready' 60
+	done
+	for s in "${SLAVES[@]}"; do
+		start "$s" slaved
+	done
+	for s in "${SLAVES[@]}"; do
+		await "$s" 0 'msg=ready' 30
+	done
+
+	step "The group, seen from node-1's host"
+	export MUSTER_REGISTRY=$reg_csv MUSTER_CA=certs/ca.pem MUSTER_CERT=certs/admin-ops.pem MUSTER_KEY=certs/admin-ops-key.pem
+	show export MUSTER_REGISTRY="$reg_csv" MUSTER_CA=certs/ca.pem MUSTER_CERT=certs/admin-ops.pem MUSTER_KEY=certs/admin-ops-key.pem
+	poll 30 leader_via "${MASTERS[0]}" || die "the group names no leader within 30 s"
+	local old=$leader term0=$term
+	poll 30 all_alive_on "$old" || die "the leader $old does not list three alive slaves within 30 s"
+	must ip netns exec "$(ns node-1)" rpc-query masters
+	must ip netns exec "$(ns node-1)" rpc-query members
+	run ip netns exec "$(ns node-1)" rpc-query services -o wide || true
+	good "$old leads in term $term0; two followers; three slaves alive."
+	result "ha leader=$old term=$term0 alive=3"
+
+	# The witness: a watcher of a master that stays on the majority side.
+	local witness
+	for m in "${MASTERS[@]}"; do
+		[ "$m" = "$old" ] || { witness=$m; break; }
+	done
+	say "A watcher on node-1's host follows the events of $witness, a follower
+that stays with the majority: a follower serves the events it has from raft,
+committed ones only. Whatever the cut-off leader judges, only what reaches
+the majority's log can show here."
+	show ip netns exec "$(ns node-1)" rpc-query watch --json --master "${ADDR[$witness]}:7112" ">logs/watch.jsonl" "2>logs/watch.log" "&"
+	ip netns exec "$(ns node-1)" rpc-query watch --json --master "${ADDR[$witness]}:7112" >logs/watch.jsonl 2>logs/watch.log &
+	PID[watch]=$!
+	DAEMONS+=(watch)
+	printf '%spid %s%s\n' "$DIM" "${PID[watch]}" "$OFF"
+	poll 10 grep -q '"type":"snapshot"' logs/watch.jsonl || die "the watcher printed no snapshot within 10 s"
+
+	# ------------------------------------------------------------ partition
+
+	step "Partition: the leader $old's switch port goes down"
+	say "$old's cable is cut at the switch: its masterd and its registryd keep
+running, and reach each other on its host, but nothing else. No FIN, no RST:
+the others have to notice the silence."
+	local logo logn logw t_cut t_new t_down elect_ms down_ms new term1
+	logo=$(lines "logs/$old.log")
+	declare -A logms=()
+	for m in "${MASTERS[@]}"; do logms[$m]=$(lines "logs/$m.log"); done
+	logw=$(lines logs/watch.jsonl)
+	declare -A logr=()
+	for m in "${MASTERS[@]}"; do logr[$m]=$(lines "logs/registry-$m.log"); done
+	t_cut=$(now_ms)
+	must ip -n "$SW" link set "${PORT[$old]}" down
+	poll 30 new_leader "$old" || die "no new leader within 30 s of cutting $old off"
+	new=$leader term1=$term logn=${logms[$new]}
+	# When it led and when the old one stepped down, from their logs (the
+	# poll above waits up to 2 s on the unreachable master each time).
+	t_new=$(logtime "logs/$new.log" "$logn" "this master leads the group in term $term1")
+	t_down=$(logtime "logs/$old.log" "$logo" 'stepping down')
+	elect_ms=$((${t_new:-t_cut} - t_cut)) down_ms=$((${t_down:-t_cut} - t_cut))
+	[ "$term1" -gt "$term0" ] || die "the new leader $new is in term $term1, not above $old's $term0"
+	run ip netns exec "$(ns node-1)" rpc-query masters --master "${ADDR[$new]}:7112" || true
+	good "$new leads in term $term1, $elect_ms ms after the cut ($old stepped down after $down_ms ms); $old is unreachable from here."
+
+	say "The cut-off master steps down once it has not heard from a majority for
+its lease (500 ms), and stops judging. Its log since the cut (logs/$old.log):"
+	poll 10 grep -q 'this master is no longer the leader' <(tail -n +"$((logo + 1))" "logs/$old.log") ||
+		die "$old did not log 'this master is no longer the leader' within 10 s of the cut"
+	logsince "logs/$old.log" "$logo" 'leader|quorum|stepping down| is now |holding|abandoned|not committed|unregister|refused'
+	say "Asked on its own host, it does not claim to lead; the others do not
+answer it:"
+	poll 10 not_leading "$old" || die "$old still says it leads 10 s after the cut"
+	run ip netns exec "$(ns "$old")" rpc-query masters --master "${ADDR[$old]}:7112" || true
+	local ostate
+	ostate=$(qt "$old" 4s --json masters --master "${ADDR[$old]}:7112" | state_of "$old")
+
+	say "The slaves lose $old, and find $new through the masters they were told,
+or the registries:"
+	poll 40 all_alive_on "$new" || die "$new does not list three alive slaves within 40 s of the cut"
+	must ip netns exec "$(ns node-1)" rpc-query members --master "${ADDR[$new]}:7112"
+
+	say "The two registries $new reaches hold its entry at its epoch, term
+$term1: a registration of a lower epoch is refused there from now on."
+	for m in "${MASTERS[@]}"; do
+		[ "$m" != "$old" ] || continue
+		poll 20 entry_is node-1 "$m" "${ADDR[$new]}:7112" "$term1" ||
+			die "registry on $m does not hold $new at epoch $term1 within 20 s (it has: $(entry_on node-1 "$m"))"
+		run ip netns exec "$(ns node-1)" rpc-query lookup ClusterService/lab --registry "${ADDR[$m]}:7111" || true
+		logsince "logs/registry-$m.log" "${logr[$m]}" 'ClusterService'
+	done
+	say "$old's own registry, which only $old reaches now:"
+	run ip netns exec "$(ns "$old")" rpc-query services -o wide --registry "${ADDR[$old]}:7111" || true
+
+	local judged committed
+	judged=$(tail -n +"$((logo + 1))" "logs/$old.log" | grep -cE ' is now (suspect|dead)' || true)
+	committed=$(verdicts logs/watch.jsonl "$logw" | grep -c . || true)
+	say "The watcher's events since the cut (logs/watch.jsonl):"
+	if [ "$(lines logs/watch.jsonl)" -gt "$logw" ]; then
+		tail -n +"$((logw + 1))" logs/watch.jsonl | wrap
+	else
+		printf '%s(none)%s\n' "$DIM" "$OFF"
+	fi
+	if [ "$committed" = 0 ]; then
+		good "No slave suspect or dead in the majority's log; $old logged $judged verdicts after the cut, none committed."
+	else
+		bad "The majority's log has $committed suspect or dead events since the cut:"
+		verdicts logs/watch.jsonl "$logw" | wrap
+	fi
+	result "ha-partition old=$old new=$new term_before=$term0 term=$term1 elect_ms=$elect_ms stepdown_ms=$down_ms old_state=$ostate stepped_down=yes"
+	[ "$committed" = 0 ] || die "a live slave was judged while $old was cut off"
+
+	# ------------------------------------------------------------ heal
+
+	step "Heal: $old's port comes back up; it rejoins as a follower"
+	for m in "${MASTERS[@]}"; do logr[$m]=$(lines "logs/registry-$m.log"); done
+	must ip -n "$SW" link set "${PORT[$old]}" up
+	poll 30 rejoined "$old" "$new" || die "$old is not a follower within 30 s of the heal"
+	local lead2=$leader term2=$term
+	must ip netns exec "$(ns node-1)" rpc-query masters
+	say "$old, asked on its own host, follows $lead2 again:"
+	run ip netns exec "$(ns "$old")" rpc-query masters --master "${ADDR[$old]}:7112" || true
+	say "Its registry gets the leader's entry, at the leader's epoch:"
+	poll 20 entry_is node-1 "$old" "${ADDR[$lead2]}:7112" "$term2" ||
+		die "registry on $old does not hold $lead2 at epoch $term2 within 20 s (it has: $(entry_on node-1 "$old"))"
+	logsince "logs/registry-$old.log" "${logr[$old]}" 'ClusterService'
+	local nregs=0
+	for m in "${MASTERS[@]}"; do
+		entry_is node-1 "$m" "${ADDR[$lead2]}:7112" "$term2" && nregs=$((nregs + 1))
+	done
+	must ip netns exec "$(ns node-1)" rpc-query services -o wide
+	say "$old's copy of the roll is the group's again: the three slaves alive,
+none judged:"
+	poll 20 all_alive_on "$old" || die "$old does not list three alive slaves within 20 s of the heal"
+	must ip netns exec "$(ns node-1)" rpc-query members --master "${ADDR[$old]}:7112"
+	committed=$(verdicts logs/watch.jsonl | grep -c . || true)
+	local gapless=yes
+	versions_ok logs/watch.jsonl || gapless=no
+	if [ "$committed" = 0 ] && [ "$gapless" = yes ]; then
+		good "The watcher saw no suspect or dead event in the whole run, and no version gap."
+	else
+		bad "The watcher saw $committed suspect or dead events; versions without a gap: $gapless."
+	fi
+	good "$old is a follower of $lead2 (term $term2)."
+	result "ha-heal old=$old state=follower leader=$lead2 term=$term2 alive=3"
+	result "ha-fencing old_verdicts=$judged committed_verdicts=$committed registries_at_leader_epoch=$nregs gapless=$gapless"
+	[ "$committed" = 0 ] || die "the watcher saw a suspect or dead event for a live slave"
+	[ "$gapless" = yes ] || die "the watcher's versions have a gap"
+	[ "$nregs" = 3 ] || die "only $nregs of 3 registries hold $lead2 at epoch $term2"
+
+	step "Summary"
+	printf '%-24s %s\n' "cut -> new leader:" "$elect_ms ms ($old term $term0 -> $new term $term1)"
+	printf '%-24s %s\n' "cut -> $old steps down:" "$down_ms ms, now $ostate; $judged verdicts logged, 0 committed"
+	printf '%-24s %s\n' "after the heal:" "$old a follower of $lead2 (term $term2)"
+}
+
+[ "$HA" = 0 ] || { ha_demo; exit 0; }
+
+# ---------------------------------------------------------------- certificates
+
+step "Certificates: a CA, and each node's with its IP as a SAN"
+must certgen ca --dir certs --cluster lab
+must certgen issue --dir certs --role registry --name reg1 --host "${ADDR[registry]}"
+must certgen issue --dir certs --role master --name m1 --host "${ADDR[master]}"
+for s in "${SLAVES[@]}"; do
+	must certgen issue --dir certs --role slave --name "$s"
+done
+must certgen issue --dir certs --role admin --name ops
+
+# ---------------------------------------------------------------- configs
+
+step "Configs: conf/examples with this network's addresses"
+say "Paths are relative to each config's directory ($WORK): certs/, run/
+(sockets), state/ and logs/."
+config registry.toml registry.toml "listen=\"$REGISTRY\""
+config master.toml master.toml "listen=\"$MASTER\"" "registry=\"$REGISTRY\""
+for s in "${SLAVES[@]}"; do
+	config slave.toml "$s.toml" "node=\"$s\"" "registry=\"$REGISTRY\"" \
+		"socket=\"run/slaved-$s.sock\"" "cert=\"certs/slave-$s.pem\"" "key=\"certs/slave-$s-key.pem\""
+done
+
+# ---------------------------------------------------------------- daemons
+
 step "Start the daemons, each in its host's namespace"
 start registry registryd
 await registry 0 'msg=ready' 20
@@ -425,10 +778,6 @@ done
 
 # ---------------------------------------------------------------- the cluster
 
-# q HOST ARGS...: rpc-query in HOST's namespace, for the script's own checks
-# (not shown).
-q() { ip netns exec "$(ns "$1")" rpc-query --timeout 2s "${@:2}" 2>/dev/null; }
-field() { sed -n "s/^ *\"$1\": \"\\{0,1\\}\\([^\",]*\\)\"\\{0,1\\},\\{0,1\\}\$/\\1/p" | head -n 1; }
 member() { q master --json members "$1"; }
 count_alive() { q master --json members | grep -c '"status": "alive"' || true; }
 
