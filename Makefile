@@ -63,6 +63,7 @@ demo-ha: build
 # Each node in its own network namespace (needs root and ip netns).
 demo-netns: build
 	./scripts/demo-netns.sh
+	./scripts/demo-netns.sh --ha
 
 # Every fuzz target for FUZZTIME each (default 20s); their seeds run in make test.
 fuzz:
