@@ -150,6 +150,10 @@ type Membership struct {
 	// congested is when the master last turned a connection away for its
 	// own slowness (tlsrpc.Server.Congested); nil where nothing does.
 	congested func() time.Time
+	// overloaded: at the last tick the master's handlers were starved, or
+	// it was turning connections away as busy; a close
+	// is then judged by the tick, with up to max_dead to come back.
+	overloaded bool
 	// lastBack is when a member the failover left unknown last joined
 	// again; zero for none since Lead.
 	lastBack time.Time
@@ -217,7 +221,7 @@ func (ms *Membership) Lead(grace time.Duration, propose func(record)) int {
 		ms.nodes[m.Name] = n
 	}
 	ms.leading, ms.propose, ms.grace, ms.stopped = true, propose, grace, false
-	ms.held, ms.crowd, ms.recovering, ms.flapping, ms.graceHeld, ms.lastBack = time.Time{}, time.Time{}, time.Time{}, nil, false, time.Time{}
+	ms.held, ms.crowd, ms.recovering, ms.flapping, ms.graceHeld, ms.lastBack, ms.overloaded = time.Time{}, time.Time{}, time.Time{}, nil, false, time.Time{}, false
 	ms.self.Store(NewSelfMonitor(ms.t.Tick))
 	ms.started = now
 	return len(members)
@@ -483,7 +487,7 @@ func (ms *Membership) connClosed(name string, connID uint64, abandoned bool) {
 		// Stall first, evidence second: a close that arrives while the
 		// master is stalled, or recovering from a stall, is most likely the
 		// slave giving up on it. Tick judges it once the stall is known.
-		if ms.self.Load().Overdue(now) || now.Before(ms.recovering) {
+		if ms.self.Load().Overdue(now) || now.Before(ms.recovering) || ms.overloaded {
 			return
 		}
 		ms.setStatus(n, rpcdef.StatusSuspect, now)
@@ -629,6 +633,12 @@ func (ms *Membership) Tick(now time.Time) {
 	lagged := ms.self.Load().Behind(now, ms.t.Detector.Interval)
 	starved := want >= minHandledCheck && float64(got) < behindShare*want
 	behind := late > 0 && (lagged || starved)
+	// Overloaded, whether or not anyone is late: its handlers starved, or
+	// turning connections away. Closed connections are then likely slaves
+	// whose calls timed out on this master (see below). A lag of its own
+	// loop alone (a GC) is not: it is forgiven, and a crash is still dead
+	// after close_grace (TestShortLagDoesNotHoldDeaths).
+	ms.overloaded = starved || ms.congestedWithin(now, ms.t.Detector.Interval)
 	// Once held, the hold lasts until the crowd is down to a quarter and
 	// an interval has passed for the late ones to be heard from.
 	crowded := late >= massLate(up) || behind ||
@@ -672,15 +682,27 @@ func (ms *Membership) Tick(now time.Time) {
 			continue
 		}
 		// A close that ConnClosed left to this tick, because it arrived
-		// while the master was stalled or recovering: suspect now, unless
-		// the recovery still covers it (the slave is likely redialling).
-		if !recovering && n.m.Status == rpcdef.StatusAlive && !n.closedAt.IsZero() {
+		// while the master was stalled, recovering or overloaded: suspect
+		// now, unless that still covers it (the slave is likely
+		// redialling, its handshake waiting its turn). Overload covers a
+		// close for max_dead at most: a slave that crashed under it is
+		// dead by then, later but not never.
+		if n.closedAt.IsZero() {
+			continue
+		}
+		closed := now.Sub(n.closedAt)
+		held := recovering || ms.overloaded && closed < ms.t.Detector.MaxDead
+		if !held && n.m.Status == rpcdef.StatusAlive {
 			ms.setStatus(n, rpcdef.StatusSuspect, now)
 			ms.emit(n, rpcdef.EventSuspect, "connection closed", now)
 		}
-		if !recovering && n.up() && !n.closedAt.IsZero() && now.Sub(n.closedAt) >= ms.t.CloseGrace {
+		if !held && n.up() && closed >= ms.t.CloseGrace {
 			ms.setStatus(n, rpcdef.StatusDead, now)
-			ms.emit(n, rpcdef.EventDead, fmt.Sprintf("connection closed and not back within %v", ms.t.CloseGrace), now)
+			within := ms.t.CloseGrace
+			if closed > ms.t.CloseGrace+2*ms.t.Tick {
+				within = closed.Round(time.Millisecond) // held by an overload
+			}
+			ms.emit(n, rpcdef.EventDead, fmt.Sprintf("connection closed and not back within %v", within), now)
 			ms.met.detected(detectCrash)
 		}
 	}
@@ -729,13 +751,18 @@ const maxGraceHeld = 3
 // still admitting them, and the members not back yet may be alive and
 // waiting their turn, not dead.
 func (ms *Membership) comingBack(now time.Time) bool {
-	last := ms.lastBack
-	if ms.congested != nil {
-		if at := ms.congested(); at.After(last) {
-			last = at
-		}
+	back := !ms.lastBack.IsZero() && now.Sub(ms.lastBack) < ms.t.Detector.MaxDead
+	return back || ms.congestedWithin(now, ms.t.Detector.MaxDead)
+}
+
+// congestedWithin says whether the master turned a connection away for its
+// own slowness within the last d.
+func (ms *Membership) congestedWithin(now time.Time, d time.Duration) bool {
+	if ms.congested == nil {
+		return false
 	}
-	return !last.IsZero() && now.Sub(last) < ms.t.Detector.MaxDead
+	at := ms.congested()
+	return !at.IsZero() && now.Sub(at) < d
 }
 
 // holdGrace says, once a leadership, that the failover grace is extended,

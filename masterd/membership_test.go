@@ -477,3 +477,73 @@ func TestAbandonedConnection(t *testing.T) {
 		t.Fatalf("never heard from again: %s, want dead by the heartbeat detector", st)
 	}
 }
+
+// TestOverloadHoldsCloses: while the master turns connections away as too
+// busy, a closed connection is no evidence at once (the slave's call likely
+// timed out on the master, and it is redialling): one back within max_dead
+// gets no event at all, one never back is dead at max_dead.
+func TestOverloadHoldsCloses(t *testing.T) {
+	ms, clk := testMembershipClock()
+	busy := true
+	ms.congested = func() time.Time {
+		if busy {
+			return clk.t
+		}
+		return time.Time{}
+	}
+	ms.Join(Caller{Node: "steady", ConnID: 9}, 1, false)
+	ms.Join(Caller{Node: "back", ConnID: 1}, 1, false)
+	ms.Join(Caller{Node: "gone", ConnID: 2}, 1, false)
+	start := clk.t
+	backConn := uint64(1) // 0 while back's connection is closed
+	// run ticks to until, with steady and back (while connected)
+	// heartbeating every second.
+	run := func(until time.Time) {
+		for now := clk.t.Add(ms.t.Tick); !now.After(until); now = now.Add(ms.t.Tick) {
+			clk.t = now
+			if now.Sub(start)%time.Second == 0 {
+				ms.Heartbeat(Caller{Node: "steady", ConnID: 9}, 1)
+				if backConn != 0 {
+					ms.Heartbeat(Caller{Node: "back", ConnID: backConn}, 1)
+				}
+			}
+			ms.Tick(now)
+		}
+	}
+	v := ms.Version()
+	run(start.Add(time.Second))
+	ms.ConnClosed("back", 1)
+	backConn = 0
+	ms.ConnClosed("gone", 2)
+	for _, n := range []string{"back", "gone"} {
+		if st := status(t, ms, n); st != rpcdef.StatusAlive {
+			t.Fatalf("%s right after its close on an overloaded master: %s, want alive", n, st)
+		}
+	}
+	closed := clk.t
+	run(closed.Add(1500 * time.Millisecond))
+	backConn = 3 // redialled: its next heartbeat comes on the new connection
+	run(closed.Add(ms.t.Detector.MaxDead - ms.t.Tick))
+	if st := status(t, ms, "gone"); st != rpcdef.StatusAlive {
+		t.Fatalf("gone within max_dead of its close: %s, want alive still", st)
+	}
+	run(closed.Add(ms.t.Detector.MaxDead + ms.t.Tick))
+	if st := status(t, ms, "gone"); st != rpcdef.StatusDead {
+		t.Fatalf("gone at max_dead of its close: %s, want dead", st)
+	}
+	var r rpcdef.WatchReply
+	ms.Since(v, &r)
+	for _, e := range r.Events {
+		if e.Node != "gone" {
+			t.Fatalf("%s, which redialled or heartbeated, got %+v", e.Node, e)
+		}
+	}
+
+	// Not overloaded: a close is suspect at once, as before.
+	busy = false
+	run(clk.t.Add(2 * time.Second))
+	ms.ConnClosed("steady", 9)
+	if st := status(t, ms, "steady"); st != rpcdef.StatusSuspect {
+		t.Fatalf("a close on an idle master: %s, want suspect at once", st)
+	}
+}
