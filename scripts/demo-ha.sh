@@ -487,19 +487,4 @@ cmdline "kill -TERM ${up_masters[*]}"
 stop 0 "${up_masters[@]}"
 cmdline "kill -TERM ${up_regs[*]}"
 stop 0 "${up_regs[@]}"
-for pid in "${pids[@]}"; do
-	if running "$pid"; then
-		die "$(name_of "$pid") (pid $pid) is still running"
-	fi
-done
-good "no process the demo started is left running"
-
-heading "summary"
-for line in "${summary[@]}"; do
-	say "$line"
-done
-if [[ $ci == 1 ]]; then
-	say "demo-ha: pids ${pids[*]}"
-fi
-say "demo-ha: all processes stopped"
-finished=1
+finish demo-ha

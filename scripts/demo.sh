@@ -330,19 +330,4 @@ cmdline "kill -TERM $master_pid"
 stop 0 "$master_pid"
 cmdline "kill -TERM $reg_pid"
 stop 0 "$reg_pid"
-for pid in "${pids[@]}"; do
-	if running "$pid"; then
-		die "$(name_of "$pid") (pid $pid) is still running"
-	fi
-done
-good "no process the demo started is left running"
-
-heading "summary"
-for line in "${summary[@]}"; do
-	say "$line"
-done
-if [[ $ci == 1 ]]; then
-	say "demo: pids ${pids[*]}"
-fi
-say "demo: all processes stopped"
-finished=1
+finish demo

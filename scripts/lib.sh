@@ -504,3 +504,26 @@ field() { sed -n "s/.*\"$1\": *\"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}$/\1/p"; }
 
 # event_field NAME LINE: a field of one event of rpc-query watch --json.
 event_field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p" <<<"$2"; }
+
+# finish checks that no process the demo started is left running, prints
+# the summary lines, and in --ci mode the PIDs line the tests read; $1 is
+# the name the lines begin with (demo, demo-ha).
+finish() {
+	local pid line
+	for pid in "${pids[@]}"; do
+		if running "$pid"; then
+			die "$(name_of "$pid") (pid $pid) is still running"
+		fi
+	done
+	good "no process the demo started is left running"
+
+	heading "summary"
+	for line in "${summary[@]}"; do
+		say "$line"
+	done
+	if [[ $ci == 1 ]]; then
+		say "$1: pids ${pids[*]}"
+	fi
+	say "$1: all processes stopped"
+	finished=1
+}
