@@ -816,26 +816,27 @@ func (h *haLab) waitMembers(m string, n int, timeout time.Duration) string {
 // group can lose the leader to.
 func (h *haLab) caughtUp(m, leader string, timeout time.Duration) {
 	h.t.Helper()
-	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	lc := h.client(leader)
-	lst, err := lc.Status(cctx)
-	cancel()
-	lc.Close()
+	lst, err := h.status(leader)
 	if err != nil {
 		h.t.Fatalf("status of the leader %s: %v", leader, err)
 	}
 	waitFor(h.t, timeout, fmt.Sprintf("%s to catch up with %s's index %d", m, leader, lst.CommitIndex), func() (bool, string) {
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		cc := h.client(m)
-		defer cc.Close()
-		st, err := cc.Status(cctx)
+		st, err := h.status(m)
 		if err != nil {
 			return false, err.Error()
 		}
 		return st.State == "follower" && st.Leader == leader && st.AppliedIndex >= lst.CommitIndex,
 			fmt.Sprintf("%s, leader %q, applied %d", st.State, st.Leader, st.AppliedIndex)
 	})
+}
+
+// status asks master m for its Status, on a connection of its own.
+func (h *haLab) status(m string) (rpcdef.MasterStatus, error) {
+	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cc := h.client(m)
+	defer cc.Close()
+	return cc.Status(cctx)
 }
 
 func envInt(key string, def int) int {
