@@ -106,6 +106,13 @@ func (s *sim) moveTo(addr string) {
 	}
 }
 
+// The election's retry, as slaved's (slaved.electionWait and
+// maxElectionWait): a raft election on a LAN takes about a second.
+const (
+	electionWait    = 200 * time.Millisecond
+	maxElectionWait = 800 * time.Millisecond
+)
+
 // errMoved: the slave moved to another master while a dial to the old one
 // was under way.
 var errMoved = errors.New("the simulated slave moved to another master during the dial")
@@ -380,10 +387,14 @@ func (s *sim) follow(leader string, err error) {
 // slave is halted. It runs in the heartbeat loop's goroutine.
 func (s *sim) failover(lost string) {
 	b := daemon.NewBackoff(daemon.InitialBackoff, 2*time.Second)
+	// As slaved's: while a master says an election is under way, retry
+	// within electionWait to maxElectionWait, not the full backoff.
+	election := daemon.NewBackoff(electionWait, maxElectionWait)
 	log := s.r.log.WithField("peer", s.name)
 	log.Debugf("the master at %s does not answer; looking for another", lost)
 	for s.state.Load() == simRunning {
 		var last error
+		inElection := false
 		for _, addr := range s.r.targets(lost) {
 			if s.state.Load() != simRunning {
 				return
@@ -397,8 +408,16 @@ func (s *sim) failover(lost string) {
 				return
 			}
 			last = err
+			if _, _, named := rpcdef.LeaderOf(err); !named && errors.Is(err, rpcdef.ErrNotLeader) {
+				inElection = true
+			}
 		}
 		wait := b.Next()
+		if inElection {
+			wait = min(wait, election.Next())
+		} else {
+			election.Reset()
+		}
 		log.Debugf("no master took the join (the last said: %v); trying again in %v", last, wait.Round(time.Millisecond))
 		if !s.sleep(wait) {
 			return
